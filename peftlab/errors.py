@@ -1,0 +1,14 @@
+"""Errors a user can fix. The entry point prints them as one paragraph and exits non-zero,
+without a traceback; anything else that escapes is a bug in peftlab and keeps its traceback."""
+
+
+class PeftlabError(Exception):
+    """Base class: the message names the problem and the fix (config key, file and line)."""
+
+
+class ConfigError(PeftlabError):
+    """A config value is missing, unknown or out of range."""
+
+
+class DataError(PeftlabError):
+    """A data file or split is missing, malformed or empty."""

@@ -1,0 +1,78 @@
+"""PEFT methods. `conf/method/*.yaml` is the registry: each file names the function that
+applies it (`apply: module.function`), and that function gets the model, the method's own
+config and a `MethodContext`. Shared code never branches on a method's name."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from hydra.utils import get_method
+from omegaconf import DictConfig
+
+from peftlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method needs to know about the backbone and the task, and nothing else."""
+
+    backbone_name: str
+    slots: dict[str, str]  # generic slot -> regex over the end of a module name
+    head_modules: list[str]  # top-level modules of the task head; they always train
+    peft_task_type: str  # peft.TaskType name for the task kind, e.g. TOKEN_CLS
+
+    def modules_for(self, model: torch.nn.Module, slot_names: list[str], config_key: str) -> list[str]:
+        """Full names of the base's linear layers in the given slots (never the task head)."""
+        names = []
+        for slot in slot_names:
+            pattern = self._slot_pattern(slot, config_key)
+            matched = [
+                name
+                for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Linear) and pattern.search(name) and not self.in_head(name)
+            ]
+            if not matched:
+                raise ConfigError(
+                    f"{config_key}: slot {slot!r} maps to {self.slots[slot]!r} in backbone "
+                    f"{self.backbone_name!r}, which matches no linear layer of the model. Fix the slot "
+                    f"map in conf/backbone/{self.backbone_name}.yaml."
+                )
+            names.extend(matched)
+        return names
+
+    def in_head(self, module_name: str) -> bool:
+        return module_name.split(".")[0] in self.head_modules
+
+    def _slot_pattern(self, slot: str, config_key: str) -> re.Pattern[str]:
+        if slot not in self.slots:
+            raise ConfigError(
+                f"{config_key} names slot {slot!r}, but backbone {self.backbone_name!r} maps only "
+                f"{sorted(self.slots)}. Use one of those, or add {slot!r} to the slots of "
+                f"conf/backbone/{self.backbone_name}.yaml."
+            )
+        return re.compile(rf"(^|\.){self.slots[slot]}$")
+
+
+def apply_method(model: torch.nn.Module, method: DictConfig, context: MethodContext) -> torch.nn.Module:
+    """Let the configured method make its parameters trainable on a frozen model."""
+    try:
+        apply = get_method(method.apply)
+    except Exception as error:
+        raise ConfigError(
+            f"method {method.name!r}: method.apply={method.apply!r} is not an importable function ({error})."
+        ) from error
+    return apply(model, method, context)
+
+
+def require_range(method: DictConfig, key: str, low: float, high: float | None = None) -> None:
+    """Refuse a hyperparameter outside [low, high] before any training starts."""
+    value = method[key]
+    upper = float("inf") if high is None else high
+    if not isinstance(value, (int, float)) or not low <= value <= upper:
+        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(
+            f"method.{key}={value!r} is out of range for method {method.name!r}: it must be {allowed} "
+            f"(set in conf/method/{method.name}.yaml or on the command line)."
+        )

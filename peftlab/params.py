@@ -1,0 +1,54 @@
+"""The one place parameters are counted. The head is counted once (peft's modules_to_save
+keeps a frozen original beside the trained copy) and apart from the base."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class BaseCount:
+    """Counted on the frozen model with its head, before any method adds modules."""
+
+    base_total: int
+    head_total: int
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    base_total: int
+    trainable: int
+    method: int
+    head: int
+    trainable_pct: float  # share of all parameters of the finished model (base + head) that train
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_base(model: torch.nn.Module, head_modules: list[str]) -> BaseCount:
+    head = sum(p.numel() for name, p in model.named_parameters() if name.split(".")[0] in head_modules)
+    return BaseCount(base_total=sum(p.numel() for p in model.parameters()) - head, head_total=head)
+
+
+def count_trainable(model: torch.nn.Module, before: BaseCount, head_modules: list[str]) -> ParamCount:
+    """Split what trains into the method's share and the head's share."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = sum(
+        p.numel() for name in head_modules for p in inner.get_submodule(name).parameters() if p.requires_grad
+    )
+    if head != before.head_total:
+        raise RuntimeError(
+            f"the task head should train in full ({before.head_total} parameters) but {head} do: "
+            "the method froze part of it."
+        )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return ParamCount(
+        base_total=before.base_total,
+        trainable=trainable,
+        method=trainable - head,
+        head=head,
+        trainable_pct=100.0 * trainable / (before.base_total + before.head_total),
+    )

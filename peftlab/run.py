@@ -1,0 +1,207 @@
+"""One run, top to bottom: seed, load, freeze, apply the method, count, train, evaluate, save,
+write result.json. Shared by every method, task and backbone: none of them is named here."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+from peftlab.backbones import load_tokenizer
+from peftlab.checkpoint import save_trained
+from peftlab.errors import ConfigError, PeftlabError
+from peftlab.measure import peak_memory, reset_peak_memory
+from peftlab.methods import MethodContext, apply_method
+from peftlab.params import ParamCount, count_base, count_trainable
+from peftlab.result import Result, git_sha, package_versions
+from peftlab.tasks import Task, build_task
+
+log = logging.getLogger("peftlab")
+RUNTIME_KEYS = ("runtime", "samples_per_second", "steps_per_second")
+
+
+def execute(cfg: DictConfig, run_dir: Path) -> Result:
+    """Run and always leave a result.json behind: `ok`, or `failed` with the error."""
+    try:
+        result = run(cfg, run_dir)
+    except Exception as error:
+        message = str(error) if isinstance(error, PeftlabError) else traceback.format_exc()
+        _identity(cfg, status="failed", error=message).write(run_dir)
+        raise
+    result.write(run_dir)
+    return result
+
+
+@dataclass
+class Prepared:
+    """Everything a run trains and evaluates, built the same way for the CLI and the tests."""
+
+    task: Task
+    tokenizer: PreTrainedTokenizerBase
+    model: torch.nn.Module
+    params: ParamCount
+    encoded: dict[str, Any]
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Seed, load the data and the backbone, freeze it, let the method in, count."""
+    _check_trainer(cfg.trainer)
+    transformers.set_seed(cfg.seed)  # before any module exists: head and adapter init repeat
+
+    task = build_task(cfg.task)
+    splits = task.prepare_data()
+    tokenizer = load_tokenizer(cfg.backbone)
+    model = task.build_model(cfg.backbone)
+
+    head = task.head_modules(model)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.split(".")[0] in head)
+    before = count_base(model, head)
+    context = MethodContext(cfg.backbone.name, dict(cfg.backbone.slots), head, task.peft_task_type)
+    model = apply_method(model, cfg.method, context)
+    params = count_trainable(model, before, head)
+    log.info(
+        "%s on %s with %s: %d trainable parameters (%.3f%% of %d; head %d)",
+        cfg.method.name, cfg.task.name, cfg.backbone.name, params.trainable, params.trainable_pct,
+        params.base_total + params.head, params.head,
+    )
+    return Prepared(task, tokenizer, model, params, task.encode(splits, tokenizer))
+
+
+def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Trainer:
+    return Trainer(
+        model=prepared.model,
+        args=training_arguments(cfg, output_dir),
+        train_dataset=prepared.encoded["train"],
+        eval_dataset=prepared.encoded["validation"],
+        data_collator=prepared.task.collator(prepared.tokenizer),
+        compute_metrics=prepared.task.compute_metrics,
+        preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
+    )
+
+
+def run(cfg: DictConfig, run_dir: Path) -> Result:
+    reset_peak_memory()
+    prepared = prepare(cfg)
+    trainer = make_trainer(cfg, prepared, run_dir / "trainer")
+    trained = trainer.train()
+    evaluated = {
+        split: trainer.evaluate(prepared.encoded[split], metric_key_prefix=split) for split in ("validation", "test")
+    }
+    checkpoint_dir = run_dir / "checkpoint"
+    checkpoint_bytes = save_trained(prepared.model, checkpoint_dir)
+
+    primary = prepared.task.primary_metric
+    metrics = {split: _strip(values, split, RUNTIME_KEYS) for split, values in evaluated.items()}
+    train_seconds = trained.metrics["train_runtime"]
+    result = _identity(cfg, status="ok")
+    result.params = prepared.params.as_dict()
+    result.primary_metric = primary
+    result.metrics = metrics
+    result.history = _history(trainer.state.log_history)
+    result.timing = {
+        "train_seconds": train_seconds,
+        "train_samples_per_second": trained.metrics["train_samples_per_second"],
+        "train_tokens_per_second": trainer.state.num_input_tokens_seen / train_seconds,
+        "eval_seconds": sum(values[f"{split}_runtime"] for split, values in evaluated.items()),
+    }
+    result.memory = peak_memory()
+    result.checkpoint = {"path": str(checkpoint_dir), "size_bytes": checkpoint_bytes}
+    log.info(
+        "validation %s=%.4f  test %s=%.4f  (train %.1fs)",
+        primary, metrics["validation"][primary], primary, metrics["test"][primary], train_seconds,
+    )
+    return result
+
+
+def training_arguments(cfg: DictConfig, output_dir: Path) -> TrainingArguments:
+    """`cfg.trainer` as TrainingArguments; checkpoints are ours to save, so Trainer saves none."""
+    trainer = cfg.trainer
+    arguments: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        seed=cfg.seed,
+        num_train_epochs=trainer.epochs,
+        max_steps=trainer.max_steps,
+        per_device_train_batch_size=trainer.batch_size,
+        per_device_eval_batch_size=trainer.eval_batch_size,
+        gradient_accumulation_steps=trainer.grad_accum,
+        learning_rate=trainer.lr,
+        weight_decay=trainer.weight_decay,
+        warmup_steps=trainer.warmup,
+        lr_scheduler_type=trainer.scheduler,
+        eval_strategy=trainer.eval_strategy,
+        eval_steps=trainer.eval_steps,
+        logging_steps=trainer.logging_steps,
+        activation_checkpointing=trainer.gradient_checkpointing,
+        disable_tqdm=not trainer.progress_bar,
+        save_strategy="no",
+        report_to="none",
+        label_names=["labels"],
+        remove_unused_columns=False,  # encode() already keeps exactly the model inputs
+        include_num_input_tokens_seen="non_padding",
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    arguments.update(OmegaConf.to_container(trainer.extra, resolve=True))
+    try:
+        return TrainingArguments(**arguments)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"trainer settings rejected by transformers.TrainingArguments: {error}") from error
+
+
+def _check_trainer(trainer: DictConfig) -> None:
+    """Refuse nonsense before loading anything, naming the key to change."""
+    problems = []
+    if trainer.batch_size < 1 or trainer.eval_batch_size < 1:
+        problems.append("trainer.batch_size and trainer.eval_batch_size must be >= 1")
+    if not trainer.lr > 0:
+        problems.append(f"trainer.lr must be > 0 (got {trainer.lr})")
+    if trainer.max_steps <= 0 and not trainer.epochs > 0:
+        problems.append("trainer.epochs must be > 0 (or set trainer.max_steps > 0)")
+    if trainer.grad_accum < 1:
+        problems.append("trainer.grad_accum must be >= 1")
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
+
+
+def _identity(cfg: DictConfig, status: str, error: str | None = None) -> Result:
+    data = cfg.task.data
+    return Result(
+        status=status,
+        error=error,
+        task=cfg.task.name,
+        dataset=str(data.path or data.hub_id or data.format),
+        method=cfg.method.name,
+        backbone=cfg.backbone.name,
+        quant=cfg.quant.name,
+        seed=cfg.seed,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        versions=package_versions(),
+        git_sha=git_sha(),
+    )
+
+
+def _strip(metrics: dict[str, float], prefix: str, drop: tuple[str, ...] = ()) -> dict[str, float]:
+    """`validation_f1` -> `f1`, leaving out timing keys that belong in `timing`."""
+    stripped = {key.removeprefix(f"{prefix}_"): value for key, value in metrics.items() if key.startswith(prefix)}
+    return {key: value for key, value in stripped.items() if key not in drop}
+
+
+def _history(log_history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Training loss and validation metrics by step, for learning curves."""
+    history = []
+    for entry in log_history:
+        point = {"step": entry["step"], "epoch": entry.get("epoch")}
+        if "loss" in entry:
+            point["train_loss"] = entry["loss"]
+        point.update({f"validation_{k}": v for k, v in _strip(entry, "eval", RUNTIME_KEYS).items()})
+        if len(point) > 2:
+            history.append(point)
+    return history

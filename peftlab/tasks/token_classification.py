@@ -1,0 +1,146 @@
+"""Token classification (NER): one label per word, scored as entities.
+
+Labels go on the first sub-token of each word; later sub-tokens and special tokens get -100,
+so the loss and the metric see each word once. The metric is entity-level F1 (seqeval, strict
+IOB2): a predicted entity counts only if its type and both boundaries are right, and `O` never
+inflates the score.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from seqeval.metrics import classification_report
+from seqeval.scheme import IOB2
+from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
+
+from peftlab.backbones import from_pretrained_or_explain, load_kwargs
+from peftlab.data.sources import load_splits, subsample
+from peftlab.errors import DataError
+
+IGNORED = -100  # the label id torch's cross-entropy skips
+REQUIRED_SPLITS = ("train", "validation", "test")
+
+
+def align_labels(word_ids: list[int | None], word_label_ids: list[int]) -> list[int]:
+    """Label ids per sub-token: the word's label on its first sub-token, -100 elsewhere."""
+    aligned = []
+    previous = None
+    for word_id in word_ids:
+        aligned.append(IGNORED if word_id is None or word_id == previous else word_label_ids[word_id])
+        previous = word_id
+    return aligned
+
+
+def label_set(train: list[dict]) -> list[str]:
+    """`O` first, then each type's B- before its I-: stable ids whatever the file order."""
+    tags = {tag for sentence in train for tag in sentence["tags"]}
+    return sorted(tags, key=lambda tag: (tag != "O", tag[2:], tag[:2]))
+
+
+class TokenClassification:
+    primary_metric = "f1"
+    peft_task_type = "TOKEN_CLS"
+
+    def __init__(self, task: DictConfig) -> None:
+        self.config = task
+        self.labels: list[str] = []
+
+    def prepare_data(self) -> dict[str, list[dict]]:
+        """Read, check and subsample the splits; fix the label set."""
+        splits = load_splits(self.config.data)
+        for split in REQUIRED_SPLITS:
+            if not splits.get(split):
+                raise DataError(
+                    f"task {self.config.name!r} has no {split!r} split (or it is empty) in "
+                    f"{self._source()}; token classification needs train, validation and test."
+                )
+        self.labels = list(self.config.labels) if self.config.labels is not None else label_set(splits["train"])
+        for split, sentences in splits.items():
+            self._check_tags(split, sentences)
+        seed = self.config.data_seed
+        return {
+            "train": subsample(splits["train"], self.config.max_train_samples, seed),
+            "validation": subsample(splits["validation"], self.config.max_eval_samples, seed),
+            "test": subsample(splits["test"], self.config.max_eval_samples, seed),
+        }
+
+    def build_model(self, backbone: DictConfig) -> torch.nn.Module:
+        return from_pretrained_or_explain(
+            AutoModelForTokenClassification.from_pretrained,
+            backbone,
+            num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)),
+            label2id={label: i for i, label in enumerate(self.labels)},
+            **load_kwargs(backbone),
+        )
+
+    def head_modules(self, model: torch.nn.Module) -> list[str]:
+        """Everything outside the pretrained body that has weights: the classifier."""
+        return [
+            name
+            for name, child in model.named_children()
+            if name != model.base_model_prefix and any(True for _ in child.parameters())
+        ]
+
+    def encode(self, splits: dict[str, list[dict]], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+        import datasets
+
+        label_ids = {label: i for i, label in enumerate(self.labels)}
+
+        def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            encoded = tokenizer(
+                batch["tokens"], is_split_into_words=True, truncation=True, max_length=self.config.max_length
+            )
+            encoded["labels"] = [
+                align_labels(encoded.word_ids(i), [label_ids[tag] for tag in tags])
+                for i, tags in enumerate(batch["tags"])
+            ]
+            return encoded
+
+        return {
+            split: datasets.Dataset.from_list(sentences).map(
+                tokenize, batched=True, remove_columns=["tokens", "tags"]
+            )
+            for split, sentences in splits.items()
+        }
+
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> DataCollatorForTokenClassification:
+        """Pads each batch to its own longest sequence; labels padded with -100."""
+        return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED)
+
+    @staticmethod
+    def logits_to_predictions(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Argmax on the device, so evaluation keeps ids instead of every logit in memory."""
+        return logits.argmax(dim=-1)
+
+    def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
+        predictions, label_ids = eval_prediction.predictions, eval_prediction.label_ids
+        gold, predicted = [], []
+        for predicted_row, label_row in zip(np.asarray(predictions), np.asarray(label_ids)):
+            kept = label_row != IGNORED
+            gold.append([self.labels[i] for i in label_row[kept]])
+            predicted.append([self.labels[i] for i in predicted_row[kept]])
+        report = classification_report(
+            gold, predicted, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
+        )
+        scores = report["micro avg"]
+        metrics = {"f1": scores["f1-score"], "precision": scores["precision"], "recall": scores["recall"]}
+        metrics.update({f"f1_{kind}": values["f1-score"] for kind, values in report.items() if " " not in kind})
+        return metrics
+
+    def _check_tags(self, split: str, sentences: list[dict]) -> None:
+        unknown = sorted({tag for sentence in sentences for tag in sentence["tags"]} - set(self.labels))
+        if unknown:
+            origin = "task.labels" if self.config.labels is not None else "the training split"
+            raise DataError(
+                f"the {split!r} split of {self._source()} has tags {unknown} that {origin} does not "
+                "have. Pin the full label set with task.labels=[...] or fix the data."
+            )
+
+    def _source(self) -> str:
+        data = self.config.data
+        return f"task.data.path={data.path}" if data.path else f"task.data (format {data.format!r}, hub_id {data.hub_id!r})"

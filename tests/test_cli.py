@@ -1,0 +1,97 @@
+"""`python -m peftlab` as a user runs it: a real run, and bad input answered with one clear
+paragraph and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_SENTENCES, write_conll
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peftlab(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab", *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_clean_error(completed: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert completed.returncode != 0
+    assert "Traceback" not in completed.stderr + completed.stdout
+    for fragment in fragments:
+        assert fragment in completed.stderr, completed.stderr
+
+
+def test_a_tiny_run_writes_result_json_where_it_says(tiny_backbone, tiny_ner_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    completed = peftlab(
+        "task=conll2003", f"task.data.path={tiny_ner_dir}", f"backbone.pretrained={tiny_backbone}",
+        "method=head_only", "trainer=smoke", "seed=7", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert f"result: {run_dir / 'result.json'}" in completed.stdout
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "ok" and result["seed"] == 7 and result["method"] == "head_only"
+    assert result["dataset"] == str(tiny_ner_dir)
+
+
+def test_unknown_method_lists_the_options(tmp_path):
+    assert_clean_error(peftlab("method=lorra", cwd=tmp_path), "method", "lora", "head_only")
+
+
+def test_unknown_task_and_backbone_list_the_options(tmp_path):
+    assert_clean_error(peftlab("task=nerr", cwd=tmp_path), "wnut17")
+    assert_clean_error(peftlab("backbone=bert", cwd=tmp_path), "minilm")
+
+
+def test_missing_data_path_names_the_key(tmp_path):
+    completed = peftlab("task=wnut17", f"task.data.path={tmp_path / 'nowhere'}", cwd=tmp_path)
+    assert_clean_error(completed, "task.data.path", "nowhere")
+    assert completed.returncode == 2
+
+
+def test_malformed_conll_line_names_file_and_line(tmp_path):
+    write_conll(tmp_path / "train.txt", TINY_SENTENCES[:2])
+    lines = (tmp_path / "train.txt").read_text().splitlines()
+    lines[4] = "brokenline"
+    (tmp_path / "train.txt").write_text("\n".join(lines))
+    for name in ("dev.txt", "test.txt"):
+        write_conll(tmp_path / name, TINY_SENTENCES[:2])
+    completed = peftlab("task=wnut17", f"task.data.path={tmp_path}", cwd=tmp_path)
+    assert_clean_error(completed, "train.txt", "5")
+
+
+def test_missing_split_is_named(tiny_ner_dir, tmp_path):
+    (tiny_ner_dir / "test.txt").unlink()
+    assert_clean_error(peftlab("task=wnut17", f"task.data.path={tiny_ner_dir}", cwd=tmp_path), "'test'")
+
+
+def test_empty_dataset_is_refused(tmp_path):
+    for name in ("train.txt", "dev.txt", "test.txt"):
+        (tmp_path / name).write_text("-DOCSTART- -X- -X- O\n\n")
+    assert_clean_error(peftlab("task=wnut17", f"task.data.path={tmp_path}", cwd=tmp_path), "train.txt")
+
+
+def test_out_of_range_trainer_value_names_the_key(tmp_path):
+    assert_clean_error(peftlab("trainer.batch_size=0", cwd=tmp_path), "trainer.batch_size")
+
+
+@pytest.mark.parametrize("override", ["trainer.epochs=1", "trainer.lr=0.001", "task.max_train_samples=10",
+                                      "task.max_eval_samples=10", "trainer.max_steps=2", "seed=1"])
+def test_documented_overrides_compose(override):
+    from tests.conftest import compose_config
+
+    cfg = compose_config([override])
+    key, value = override.split("=")
+    node = cfg
+    for part in key.split(".")[:-1]:
+        node = node[part]
+    assert str(node[key.split(".")[-1]]) == value
