@@ -64,4 +64,6 @@ def git_sha() -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return completed.stdout.strip() or None if completed.returncode == 0 else None
+    if completed.returncode != 0:
+        return None
+    return completed.stdout.strip() or None
