@@ -1,8 +1,9 @@
-"""Save what a run trained, in the owning library's format, and load it back onto a fresh base.
+"""Save what a run trained, in the owning library's format, and load it back.
 
-peft models save with `save_pretrained` (adapter + the head in modules_to_save). Methods that
-train the base's own weights in place save exactly the trainable tensors to
-`trainable.safetensors`: for head-only that is the head, for full fine-tuning every weight.
+peft models save with `save_pretrained` (adapter + the head in modules_to_save; users can load
+it with `PeftModel.from_pretrained`). Methods of our own save exactly the trainable tensors to
+`trainable.safetensors`: for head-only the head, for BitFit the biases and the head, for
+adapters the adapters, for full fine-tuning every weight.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from peft import PeftModel
+from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 TRAINABLE_FILE = "trainable.safetensors"
+PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
+PROMPT_EMBEDDINGS = "prompt_embeddings"
 
 
 def save_trained(model: torch.nn.Module, directory: Path) -> int:
@@ -27,13 +30,16 @@ def save_trained(model: torch.nn.Module, directory: Path) -> int:
     return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
 
 
-def load_trained(base: torch.nn.Module, directory: Path) -> torch.nn.Module:
-    """Put saved weights onto a freshly loaded base with the same head shape."""
-    if not (directory / TRAINABLE_FILE).exists():
-        return PeftModel.from_pretrained(base, directory)
-    tensors = load_file(directory / TRAINABLE_FILE)
-    unexpected = set(tensors) - {name for name, _ in base.named_parameters()}
+def load_trained(model: torch.nn.Module, directory: Path) -> torch.nn.Module:
+    """Put saved weights into a fresh model built by the same config (base + method applied),
+    refusing a checkpoint whose weights the model does not have."""
+    if isinstance(model, PeftModel):
+        outcome = set_peft_model_state_dict(model, load_file(directory / PEFT_WEIGHTS_FILE))
+        # peft loads prompt embeddings into the prompt encoder itself, then reports the key unused
+        unexpected = [key for key in outcome.unexpected_keys if key != PROMPT_EMBEDDINGS]
+    else:
+        tensors = load_file(directory / TRAINABLE_FILE)
+        unexpected = model.load_state_dict(tensors, strict=False).unexpected_keys
     if unexpected:
-        raise ValueError(f"{directory / TRAINABLE_FILE} has weights the model lacks: {sorted(unexpected)[:5]}")
-    base.load_state_dict(tensors, strict=False)
-    return base
+        raise ValueError(f"the checkpoint in {directory} has weights the model lacks: {sorted(unexpected)[:5]}")
+    return model

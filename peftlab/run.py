@@ -15,11 +15,11 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from peftlab.backbones import load_tokenizer
+from peftlab.backbones import load_tokenizer, resolve_pretrained
 from peftlab.checkpoint import save_trained
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.measure import peak_memory, reset_peak_memory
-from peftlab.methods import MethodContext, apply_method
+from peftlab.methods import MethodContext, apply_method, prepended_positions
 from peftlab.params import ParamCount, count_base, count_trainable
 from peftlab.result import Result, git_sha, package_versions
 from peftlab.tasks import Task, build_task
@@ -65,7 +65,16 @@ def prepare(cfg: DictConfig) -> Prepared:
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.split(".")[0] in head)
     before = count_base(model, head)
-    context = MethodContext(cfg.backbone.name, dict(cfg.backbone.slots), head, task.peft_task_type)
+    context = MethodContext(
+        backbone_name=cfg.backbone.name,
+        pretrained=resolve_pretrained(cfg.backbone.pretrained),
+        slots=dict(cfg.backbone.slots),
+        head_modules=head,
+        peft_task_type=task.peft_task_type,
+        hidden_size=model.config.hidden_size,
+        max_positions=model.config.max_position_embeddings,
+        max_length=cfg.task.max_length,
+    )
     model = apply_method(model, cfg.method, context)
     params = count_trainable(model, before, head)
     log.info(
@@ -82,7 +91,7 @@ def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Train
         args=training_arguments(cfg, output_dir),
         train_dataset=prepared.encoded["train"],
         eval_dataset=prepared.encoded["validation"],
-        data_collator=prepared.task.collator(prepared.tokenizer),
+        data_collator=prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model)),
         compute_metrics=prepared.task.compute_metrics,
         preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
     )

@@ -98,6 +98,7 @@ def tiny_config(tiny_backbone: Path, tiny_ner_dir: Path):
                 f"task.data.path={tiny_ner_dir}",
                 f"backbone.pretrained={tiny_backbone}",
                 "trainer=smoke",
+                "task.max_length=32",
                 *overrides,
             ]
         )
@@ -106,6 +107,11 @@ def tiny_config(tiny_backbone: Path, tiny_ner_dir: Path):
         return cfg
 
     return make
+
+
+def method_names() -> list[str]:
+    """Every method peftlab ships: the files of conf/method/, not a list kept by hand."""
+    return sorted(path.stem for path in (Path(config_dir()) / "method").glob("*.yaml"))
 
 
 def shared_data(name: str) -> Path:

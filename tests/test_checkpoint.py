@@ -25,8 +25,7 @@ def test_save_then_load_onto_a_fresh_base_gives_identical_logits(method, tiny_co
 
     batch = prepared.task.collator(prepared.tokenizer)([prepared.encoded["test"][i] for i in range(4)])
     batch.pop("labels")
-    fresh_base = prepared.task.build_model(cfg.backbone)
-    restored = load_trained(fresh_base, tmp_path / "checkpoint")
+    restored = load_trained(prepare(cfg).model, tmp_path / "checkpoint")
     assert torch.allclose(logits(prepared.model, batch), logits(restored, batch), atol=1e-6)
     untrained = prepared.task.build_model(cfg.backbone)
     assert not torch.allclose(logits(untrained, batch), logits(restored, batch), atol=1e-4)
@@ -49,4 +48,4 @@ def test_loading_a_checkpoint_with_foreign_weights_is_refused(tiny_config, tmp_p
     save_file({"not_a_layer.weight": torch.zeros(2)}, tmp_path / TRAINABLE_FILE)
     prepared = prepare(tiny_config("method=head_only"))
     with pytest.raises(ValueError, match="not_a_layer.weight"):
-        load_trained(prepared.task.build_model(tiny_config().backbone), tmp_path)
+        load_trained(prepared.model, tmp_path)

@@ -10,8 +10,12 @@ from dataclasses import dataclass
 import torch
 from hydra.utils import get_method
 from omegaconf import DictConfig
+from peft import PeftType
 
 from peftlab.errors import ConfigError
+
+
+ALL_LINEAR = "all_linear"  # a `targets` value: every linear layer of the body, never the head
 
 
 @dataclass(frozen=True)
@@ -19,25 +23,43 @@ class MethodContext:
     """What a method needs to know about the backbone and the task, and nothing else."""
 
     backbone_name: str
+    pretrained: str  # resolved folder or hub id (prompt tuning initialises from its tokenizer)
     slots: dict[str, str]  # generic slot -> regex over the end of a module name
     head_modules: list[str]  # top-level modules of the task head; they always train
     peft_task_type: str  # peft.TaskType name for the task kind, e.g. TOKEN_CLS
+    hidden_size: int
+    max_positions: int  # position embeddings of the backbone
+    max_length: int  # longest tokenized input the task feeds it
 
-    def modules_for(self, model: torch.nn.Module, slot_names: list[str], config_key: str) -> list[str]:
-        """Full names of the base's linear layers in the given slots (never the task head)."""
+    def modules_for(
+        self,
+        model: torch.nn.Module,
+        slot_names: list[str] | str,
+        config_key: str,
+        kind: type[torch.nn.Module] | None = torch.nn.Linear,
+    ) -> list[str]:
+        """Full names of the body's modules in the given slots (never the task head).
+
+        `kind` filters by module type: linear layers for adapters and LoRA, any for norms."""
+        if slot_names == ALL_LINEAR:
+            return [
+                name
+                for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Linear) and not self.in_head(name)
+            ]
         names = []
         for slot in slot_names:
             pattern = self._slot_pattern(slot, config_key)
             matched = [
                 name
                 for name, module in model.named_modules()
-                if isinstance(module, torch.nn.Linear) and pattern.search(name) and not self.in_head(name)
+                if (kind is None or isinstance(module, kind)) and pattern.search(name) and not self.in_head(name)
             ]
             if not matched:
                 raise ConfigError(
                     f"{config_key}: slot {slot!r} maps to {self.slots[slot]!r} in backbone "
-                    f"{self.backbone_name!r}, which matches no linear layer of the model. Fix the slot "
-                    f"map in conf/backbone/{self.backbone_name}.yaml."
+                    f"{self.backbone_name!r}, which matches no {kind.__name__ if kind else 'module'} of the "
+                    f"model. Fix the slot map in conf/backbone/{self.backbone_name}.yaml."
                 )
             names.extend(matched)
         return names
@@ -49,8 +71,8 @@ class MethodContext:
         if slot not in self.slots:
             raise ConfigError(
                 f"{config_key} names slot {slot!r}, but backbone {self.backbone_name!r} maps only "
-                f"{sorted(self.slots)}. Use one of those, or add {slot!r} to the slots of "
-                f"conf/backbone/{self.backbone_name}.yaml."
+                f"{sorted(self.slots)}. Use one of those (or {ALL_LINEAR!r} where a method takes "
+                f"linear layers), or add {slot!r} to the slots of conf/backbone/{self.backbone_name}.yaml."
             )
         return re.compile(rf"(^|\.){self.slots[slot]}$")
 
@@ -76,3 +98,13 @@ def require_range(method: DictConfig, key: str, low: float, high: float | None =
             f"method.{key}={value!r} is out of range for method {method.name!r}: it must be {allowed} "
             f"(set in conf/method/{method.name}.yaml or on the command line)."
         )
+
+
+def prepended_positions(model: torch.nn.Module) -> int:
+    """Virtual tokens a prompt method puts in front of the input sequence (prompt tuning,
+    P-tuning). Token-level labels must be shifted by as many positions; peft does not do it
+    for token classification. Prefix tuning puts its prefix in the attention keys only."""
+    config = getattr(model, "active_peft_config", None)
+    if config is None or not config.is_prompt_learning or config.peft_type == PeftType.PREFIX_TUNING:
+        return 0
+    return config.num_virtual_tokens

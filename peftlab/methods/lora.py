@@ -1,5 +1,6 @@
-"""LoRA (Hu et al. 2021), through peft. B starts at zero, so step 0 equals the frozen model.
-The task head goes to `modules_to_save`: it trains in full and is saved with the adapter."""
+"""LoRA (Hu et al. 2021) and DoRA (Liu et al. 2024, `use_dora: true`), through peft.
+B starts at zero, so step 0 equals the frozen model. The task head goes to `modules_to_save`:
+it trains in full and is saved with the adapter."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) ->
         r=method.r,
         lora_alpha=method.alpha,
         lora_dropout=method.dropout,
-        target_modules=context.modules_for(model, list(method.targets), "method.targets"),
+        use_dora=method.use_dora,
+        target_modules=context.modules_for(model, method.targets, "method.targets"),
         modules_to_save=list(context.head_modules),
         task_type=context.peft_task_type,
     )

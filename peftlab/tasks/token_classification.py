@@ -8,6 +8,7 @@ inflates the score.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,24 @@ def label_set(train: list[dict]) -> list[str]:
     """`O` first, then each type's B- before its I-: stable ids whatever the file order."""
     tags = {tag for sentence in train for tag in sentence["tags"]}
     return sorted(tags, key=lambda tag: (tag != "O", tag[2:], tag[:2]))
+
+
+@dataclass
+class AlignedCollator:
+    """Pads each batch to its own longest sequence (labels with -100), then puts -100 in front
+    of the labels for the virtual tokens a prompt method prepends, so that labels, logits and
+    the metric stay on the real tokens."""
+
+    pad: DataCollatorForTokenClassification
+    prepended_positions: int = 0
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.pad(features)
+        if self.prepended_positions:
+            labels = batch["labels"]
+            shift = labels.new_full((labels.shape[0], self.prepended_positions), IGNORED)
+            batch["labels"] = torch.cat([shift, labels], dim=1)
+        return batch
 
 
 class TokenClassification:
@@ -108,9 +127,8 @@ class TokenClassification:
             for split, sentences in splits.items()
         }
 
-    def collator(self, tokenizer: PreTrainedTokenizerBase) -> DataCollatorForTokenClassification:
-        """Pads each batch to its own longest sequence; labels padded with -100."""
-        return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED)
+    def collator(self, tokenizer: PreTrainedTokenizerBase, prepended_positions: int = 0) -> "AlignedCollator":
+        return AlignedCollator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED), prepended_positions)
 
     @staticmethod
     def logits_to_predictions(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

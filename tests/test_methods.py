@@ -1,0 +1,198 @@
+"""Every method in conf/method/, audited on a tiny BERT: what it trains (counted against a
+formula), that the base stays bit-identical, that it learns, that its checkpoint restores it,
+that merging changes nothing, and that zero-initialised methods start at the frozen model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from peft import PeftModel
+
+from peftlab.checkpoint import load_trained, save_trained
+from peftlab.errors import ConfigError
+from peftlab.methods import prepended_positions
+from peftlab.run import make_trainer, prepare
+from tests.conftest import method_names
+
+H, FFN, LAYERS = 32, 64, 2  # the tiny BERT of conftest.py
+
+
+def body_parameters(cfg) -> int:
+    """Counted on a plain BertModel, with none of peftlab's counting code."""
+    body = transformers.BertModel.from_pretrained(cfg.backbone.pretrained, add_pooling_layer=False)
+    return sum(p.numel() for p in body.parameters())
+
+
+def lora_count(m) -> int:
+    per_layer = 4 * m.r * (H + H) + m.r * (H + FFN) + m.r * (FFN + H)  # q k v o, ffn in, ffn out
+    magnitudes = 4 * H + FFN + H if m.use_dora else 0  # DoRA: one magnitude per output feature
+    return LAYERS * (per_layer + magnitudes)
+
+
+def adapter_count(m) -> int:
+    bottleneck = m.bottleneck or H // m.reduction_factor
+    one = 2 * H * bottleneck + bottleneck + H
+    norms = 2 * H * len(m.train_norms)
+    return LAYERS * (len(m.placement) * one + norms)
+
+
+EXPECTED_METHOD_PARAMETERS = {
+    "full": lambda m, cfg: body_parameters(cfg),
+    "head_only": lambda m, cfg: 0,
+    "lora": lambda m, cfg: lora_count(m),
+    "dora": lambda m, cfg: lora_count(m),
+    "bitfit": lambda m, cfg: H + LAYERS * (4 * H + H + FFN + H + H),  # embedding LN; q k v o, LN, ffn in/out, LN
+    "ia3": lambda m, cfg: LAYERS * (H + H + FFN),  # key and value outputs, ffn-out input
+    "adapter": lambda m, cfg: adapter_count(m),
+    "adapter_pfeiffer": lambda m, cfg: adapter_count(m),
+    "prompt_tuning": lambda m, cfg: m.num_virtual_tokens * H,
+    "prefix_tuning": lambda m, cfg: m.num_virtual_tokens * LAYERS * 2 * H,
+}
+
+
+def fixed_batch(prepared, size: int = 6) -> dict[str, torch.Tensor]:
+    collate = prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model))
+    return collate([prepared.encoded["train"][i] for i in range(size)])
+
+
+def logits(model, batch) -> torch.Tensor:
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+def optimizer_steps(prepared, batch, lr: float, steps: int) -> list[float]:
+    """Plain AdamW on the trainable parameters, dropout off: the loss on one batch must fall."""
+    model = prepared.model
+    model.eval()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return losses
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_trainable_count_matches_an_independent_formula(method, tiny_config):
+    assert method in EXPECTED_METHOD_PARAMETERS, f"add a parameter formula for the new method {method!r}"
+    cfg = tiny_config(f"method={method}")
+    prepared = prepare(cfg)
+    labels = len(prepared.task.labels)
+    assert prepared.params.head == H * labels + labels
+    assert prepared.params.method == EXPECTED_METHOD_PARAMETERS[method](cfg.method, cfg)
+    assert prepared.params.base_total == body_parameters(cfg)
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_training_moves_only_what_the_method_owns_and_the_loss_falls(method, tiny_config, tmp_path):
+    cfg = tiny_config(f"method={method}")
+    prepared = prepare(cfg)
+    batch = fixed_batch(prepared)
+    frozen = {n: p.detach().clone() for n, p in prepared.model.named_parameters() if not p.requires_grad}
+    trainable = {n: p.detach().clone() for n, p in prepared.model.named_parameters() if p.requires_grad}
+
+    losses = optimizer_steps(prepared, batch, lr=1e-2, steps=8)
+
+    assert losses[-1] < losses[0] * 0.9, losses
+    now = dict(prepared.model.named_parameters())
+    assert [n for n, before in frozen.items() if not torch.equal(before, now[n])] == []
+    assert [n for n, before in trainable.items() if torch.equal(before, now[n].detach())] == []
+
+    trained_logits = logits(prepared.model, batch)
+    save_trained(prepared.model, tmp_path / "checkpoint")
+    restored = load_trained(prepare(cfg).model, tmp_path / "checkpoint")
+    assert torch.allclose(trained_logits, logits(restored, batch), atol=1e-6)
+
+    model = prepared.model
+    if isinstance(model, PeftModel) and not model.active_peft_config.is_prompt_learning:
+        merged = model.merge_and_unload()
+        assert torch.allclose(trained_logits, logits(merged, batch), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_methods_that_start_at_zero_change_nothing_before_the_first_step(method, tiny_config):
+    cfg = tiny_config(f"method={method}")
+    prepared = prepare(cfg)
+    model = prepared.model
+    if isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning:
+        pytest.skip("prompt and prefix tuning add context from the first step by design")
+    transformers.set_seed(cfg.seed)
+    frozen = prepared.task.build_model(cfg.backbone)  # same seed: the same head initialisation
+    batch = fixed_batch(prepared)
+    assert torch.allclose(logits(model, batch), logits(frozen, batch), atol=1e-6)
+
+
+def test_prompt_tuning_keeps_labels_and_predictions_on_the_real_tokens(tiny_config, tmp_path):
+    cfg = tiny_config("method=prompt_tuning", "method.num_virtual_tokens=5")
+    prepared = prepare(cfg)
+    plain = prepared.task.collator(prepared.tokenizer)([prepared.encoded["test"][i] for i in range(4)])
+    shifted = fixed_batch(prepared, 4)
+    assert prepended_positions(prepared.model) == 5
+    assert (shifted["labels"][:, :5] == -100).all()
+    assert torch.equal(shifted["labels"][:, 5:], plain["labels"])
+    assert logits(prepared.model, shifted).shape[1] == shifted["labels"].shape[1]
+
+    trainer = make_trainer(cfg, prepared, tmp_path)
+    reported = trainer.evaluate(prepared.encoded["test"])["eval_f1"]
+    # the same metric computed by hand on the real tokens only
+    from seqeval.metrics import f1_score
+    from seqeval.scheme import IOB2
+
+    collate = prepared.task.collator(prepared.tokenizer)
+    gold, predicted = [], []
+    for example in prepared.encoded["test"]:
+        real = collate([example])
+        real_labels = real.pop("labels")[0]
+        shifted_logits = logits(prepared.model, fixed_batch_of(prepared, example))[0, 5:]
+        kept = real_labels != -100
+        gold.append([prepared.task.labels[i] for i in real_labels[kept]])
+        predicted.append([prepared.task.labels[i] for i in shifted_logits.argmax(-1)[kept]])
+    assert reported == pytest.approx(f1_score(gold, predicted, mode="strict", scheme=IOB2, zero_division=0))
+
+
+def fixed_batch_of(prepared, example) -> dict[str, torch.Tensor]:
+    return prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model))([example])
+
+
+def test_prefix_tuning_needs_no_shift_and_its_prefix_reaches_the_logits(tiny_config):
+    prepared = prepare(tiny_config("method=prefix_tuning"))
+    assert prepended_positions(prepared.model) == 0
+    batch = fixed_batch(prepared)
+    before = logits(prepared.model, batch)
+    with torch.no_grad():
+        prepared.model.prompt_encoder["default"].embedding.weight.mul_(3.0)
+    assert before.shape[1] == batch["input_ids"].shape[1]
+    assert not torch.allclose(before, logits(prepared.model, batch), atol=1e-4)
+
+
+def test_lora_all_linear_wraps_every_body_linear_but_never_the_head(tiny_config):
+    prepared = prepare(tiny_config("method=lora", "method.targets=all_linear", "method.r=2"))
+    wrapped = {name.rsplit(".lora_A", 1)[0] for name, _ in prepared.model.named_modules() if name.endswith(".lora_A")}
+    assert len(wrapped) == LAYERS * 6
+    assert not any("classifier" in name for name in wrapped)
+
+
+@pytest.mark.parametrize(
+    "overrides, key, allowed",
+    [
+        (["method=lora", "method.r=0"], "method.r=0", ">= 1"),
+        (["method=dora", "method.dropout=-0.1"], "method.dropout=-0.1", "in [0.0, 0.999]"),
+        (["method=adapter", f"method.bottleneck={H + 1}"], f"method.bottleneck={H + 1}", f"in [1, {H}]"),
+        (["method=adapter", "method.bottleneck=null", "method.reduction_factor=0"], "method.reduction_factor=0", "in [1,"),
+        (["method=prompt_tuning", "method.num_virtual_tokens=40"], "method.num_virtual_tokens=40", "in [1, 32]"),
+        (["method=prefix_tuning", "method.num_virtual_tokens=0"], "method.num_virtual_tokens=0", "in [1,"),
+        (["method=lora", "method.targets=[attn_x]"], "attn_x", "attn_q"),
+        (["method=ia3", "method.feedforward=[attn_q]"], "method.feedforward", "method.targets"),
+        (["method=prompt_tuning", "method.init=text"], "method.init_text", "init=text"),
+    ],
+)
+def test_out_of_range_hyperparameters_are_refused_before_training(overrides, key, allowed, tiny_config):
+    with pytest.raises(ConfigError) as refused:
+        prepare(tiny_config(*overrides))
+    assert key in str(refused.value) and allowed in str(refused.value)
