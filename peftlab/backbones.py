@@ -42,10 +42,15 @@ def is_local(spec: str) -> bool:
     return spec.startswith(PACKAGE_SCHEME) or Path(spec).is_dir()
 
 
-def load_kwargs(backbone: DictConfig) -> dict[str, Any]:
-    """Keyword arguments every `from_pretrained` of this backbone shares. fp32: on CPU, bf16
-    and fp16 math is ~20x slower than fp32, and fp32 is the honest baseline on GPU too."""
-    return {"revision": backbone.revision, "dtype": torch.float32}
+def load_model(auto_class: type, backbone: DictConfig, quant: DictConfig, **task_kwargs: Any) -> torch.nn.Module:
+    """The backbone with the task's head, through `auto_class.from_pretrained`. Every task
+    kind loads through here, so weight sources and quantization work the same for all.
+
+    fp32: on CPU, bf16 and fp16 math is ~20x slower than fp32, and fp32 is the honest
+    baseline on GPU too."""
+    return from_pretrained_or_explain(
+        auto_class.from_pretrained, backbone, revision=backbone.revision, dtype=torch.float32, **task_kwargs
+    )
 
 
 def load_tokenizer(backbone: DictConfig) -> PreTrainedTokenizerBase:

@@ -27,7 +27,7 @@ class Result:
     error: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     primary_metric: str | None = None
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float] | None] = field(default_factory=dict)  # "test": None without one
     history: list[dict[str, float]] = field(default_factory=list)  # validation metrics during training
     timing: dict[str, float] = field(default_factory=dict)
     memory: dict[str, float | None] = field(default_factory=dict)
@@ -35,6 +35,7 @@ class Result:
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     git_sha: str | None = None
+    notes: list[str] = field(default_factory=list)  # what a reader must know, e.g. no test split
 
     def write(self, run_dir: Path) -> Path:
         path = Path(run_dir) / RESULT_FILE

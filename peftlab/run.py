@@ -26,6 +26,7 @@ from peftlab.tasks import Task, build_task
 
 log = logging.getLogger("peftlab")
 RUNTIME_KEYS = ("runtime", "samples_per_second", "steps_per_second")
+EVALUATED_SPLITS = ("validation", "test")
 
 
 def execute(cfg: DictConfig, run_dir: Path) -> Result:
@@ -59,7 +60,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     task = build_task(cfg.task)
     splits = task.prepare_data()
     tokenizer = load_tokenizer(cfg.backbone)
-    model = task.build_model(cfg.backbone)
+    model = task.build_model(cfg.backbone, cfg.quant)
 
     head = task.head_modules(model)
     for name, parameter in model.named_parameters():
@@ -103,7 +104,9 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     trainer = make_trainer(cfg, prepared, run_dir / "trainer")
     trained = trainer.train()
     evaluated = {
-        split: trainer.evaluate(prepared.encoded[split], metric_key_prefix=split) for split in ("validation", "test")
+        split: prepared.task.evaluate(trainer, prepared.encoded[split], split)
+        for split in EVALUATED_SPLITS
+        if split in prepared.encoded
     }
     checkpoint_dir = run_dir / "checkpoint"
     checkpoint_bytes = save_trained(prepared.model, checkpoint_dir)
@@ -112,6 +115,9 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     metrics = {split: _strip(values, split, RUNTIME_KEYS) for split, values in evaluated.items()}
     train_seconds = trained.metrics["train_runtime"]
     result = _identity(cfg, status="ok")
+    if "test" not in metrics:
+        metrics["test"] = None
+        result.notes.append(f"{result.dataset} has no test split: the metrics are on validation only")
     result.params = prepared.params.as_dict()
     result.primary_metric = primary
     result.metrics = metrics
@@ -124,10 +130,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     }
     result.memory = peak_memory()
     result.checkpoint = {"path": str(checkpoint_dir), "size_bytes": checkpoint_bytes}
-    log.info(
-        "validation %s=%.4f  test %s=%.4f  (train %.1fs)",
-        primary, metrics["validation"][primary], primary, metrics["test"][primary], train_seconds,
-    )
+    scores = "  ".join(f"{split} {primary}={values[primary]:.4f}" for split, values in metrics.items() if values)
+    log.info("%s  (train %.1fs)", scores, train_seconds)
     return result
 
 

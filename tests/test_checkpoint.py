@@ -27,7 +27,7 @@ def test_save_then_load_onto_a_fresh_base_gives_identical_logits(method, tiny_co
     batch.pop("labels")
     restored = load_trained(prepare(cfg).model, tmp_path / "checkpoint")
     assert torch.allclose(logits(prepared.model, batch), logits(restored, batch), atol=1e-6)
-    untrained = prepared.task.build_model(cfg.backbone)
+    untrained = prepared.task.build_model(cfg.backbone, cfg.quant)
     assert not torch.allclose(logits(untrained, batch), logits(restored, batch), atol=1e-4)
     assert size > 0
 

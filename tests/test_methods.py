@@ -123,7 +123,7 @@ def test_methods_that_start_at_zero_change_nothing_before_the_first_step(method,
     if isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning:
         pytest.skip("prompt and prefix tuning add context from the first step by design")
     transformers.set_seed(cfg.seed)
-    frozen = prepared.task.build_model(cfg.backbone)  # same seed: the same head initialisation
+    frozen = prepared.task.build_model(cfg.backbone, cfg.quant)  # same seed: the same head initialisation
     batch = fixed_batch(prepared)
     assert torch.allclose(logits(model, batch), logits(frozen, batch), atol=1e-6)
 

@@ -14,6 +14,7 @@ from peftlab.run import execute, make_trainer, prepare
 EXPECTED_RESULT_KEYS = {
     "status", "error", "task", "dataset", "method", "backbone", "quant", "seed", "params",
     "primary_metric", "metrics", "history", "timing", "memory", "checkpoint", "config", "versions", "git_sha",
+    "notes",
 }
 
 

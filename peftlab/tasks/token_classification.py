@@ -18,9 +18,10 @@ from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
-from peftlab.backbones import from_pretrained_or_explain, load_kwargs
+from peftlab.backbones import load_model
 from peftlab.data.sources import load_splits, subsample
 from peftlab.errors import DataError
+from peftlab.tasks import Task
 
 IGNORED = -100  # the label id torch's cross-entropy skips
 REQUIRED_SPLITS = ("train", "validation", "test")
@@ -60,12 +61,12 @@ class AlignedCollator:
         return batch
 
 
-class TokenClassification:
+class TokenClassification(Task):
     primary_metric = "f1"
     peft_task_type = "TOKEN_CLS"
 
     def __init__(self, task: DictConfig) -> None:
-        self.config = task
+        super().__init__(task)
         self.labels: list[str] = []
 
     def prepare_data(self) -> dict[str, list[dict]]:
@@ -87,23 +88,15 @@ class TokenClassification:
             "test": subsample(splits["test"], self.config.max_eval_samples, seed),
         }
 
-    def build_model(self, backbone: DictConfig) -> torch.nn.Module:
-        return from_pretrained_or_explain(
-            AutoModelForTokenClassification.from_pretrained,
+    def build_model(self, backbone: DictConfig, quant: DictConfig) -> torch.nn.Module:
+        return load_model(
+            AutoModelForTokenClassification,
             backbone,
+            quant,
             num_labels=len(self.labels),
             id2label=dict(enumerate(self.labels)),
             label2id={label: i for i, label in enumerate(self.labels)},
-            **load_kwargs(backbone),
         )
-
-    def head_modules(self, model: torch.nn.Module) -> list[str]:
-        """Everything outside the pretrained body that has weights: the classifier."""
-        return [
-            name
-            for name, child in model.named_children()
-            if name != model.base_model_prefix and any(True for _ in child.parameters())
-        ]
 
     def encode(self, splits: dict[str, list[dict]], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
         import datasets
@@ -129,11 +122,6 @@ class TokenClassification:
 
     def collator(self, tokenizer: PreTrainedTokenizerBase, prepended_positions: int = 0) -> "AlignedCollator":
         return AlignedCollator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED), prepended_positions)
-
-    @staticmethod
-    def logits_to_predictions(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Argmax on the device, so evaluation keeps ids instead of every logit in memory."""
-        return logits.argmax(dim=-1)
 
     def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
         predictions, label_ids = eval_prediction.predictions, eval_prediction.label_ids
