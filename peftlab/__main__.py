@@ -12,6 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from peftlab.errors import PeftlabError
+from peftlab.result import Result
 
 log = logging.getLogger("peftlab")
 
@@ -23,20 +24,39 @@ def config_dir() -> str:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """One run. Returns the validation primary metric, the objective a sweeper (Optuna) tunes:
+    never the test metric. In a sweep, a failed run leaves its failed result.json and the
+    sweep goes on; alone, a user error ends with one paragraph and exit code 2."""
+    import torch
+
     from peftlab.run import execute  # heavy imports after Hydra has parsed the command line
+    from peftlab.sweep import launcher_parallel_jobs, threads_per_job
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    torch.set_num_threads(threads_per_job(cfg.trainer.threads, launcher_parallel_jobs(hydra_cfg.launcher)))
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        execute(cfg, run_dir)
+        result = execute(cfg, run_dir)
     except PeftlabError as error:
         log.error("%s", error)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            return  # the failed result.json is written; the sweep goes on
+        if in_sweep:
+            return None
         print(f"\npeftlab: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception:
+        if not in_sweep:
+            raise  # a bug in peftlab or below: keep the traceback
+        log.exception("run %s failed; its result.json says why, and the sweep goes on", run_dir)
+        return None
     print(f"\nresult: {run_dir / 'result.json'}")
+    return objective(result)
+
+
+def objective(result: Result) -> float:
+    """What a sweeper maximises: the validation primary metric. Tuning on test would leak it."""
+    return result.metrics["validation"][result.primary_metric]
 
 
 if __name__ == "__main__":

@@ -127,6 +127,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
         "train_samples_per_second": trained.metrics["train_samples_per_second"],
         "train_tokens_per_second": trainer.state.num_input_tokens_seen / train_seconds,
         "eval_seconds": sum(values[f"{split}_runtime"] for split, values in evaluated.items()),
+        "torch_threads": torch.get_num_threads(),  # timings compare only at equal threads
     }
     result.memory = peak_memory()
     result.checkpoint = {"path": str(checkpoint_dir), "size_bytes": checkpoint_bytes}
