@@ -30,12 +30,14 @@ def main(cfg: DictConfig) -> float | None:
     sweep goes on; alone, a user error ends with one paragraph and exit code 2."""
     import torch
 
-    from peftlab.run import execute  # heavy imports after Hydra has parsed the command line
+    from peftlab.run import execute, is_main_process  # heavy imports after Hydra parsed the command line
     from peftlab.sweep import launcher_parallel_jobs, threads_per_job
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    torch.set_num_threads(threads_per_job(cfg.trainer.threads, launcher_parallel_jobs(hydra_cfg.launcher)))
+    threads = threads_per_job(cfg.trainer.threads, launcher_parallel_jobs(hydra_cfg.launcher))
+    if threads is not None:
+        torch.set_num_threads(threads)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         result = execute(cfg, run_dir)
@@ -50,7 +52,8 @@ def main(cfg: DictConfig) -> float | None:
             raise  # a bug in peftlab or below: keep the traceback
         log.exception("run %s failed; its result.json says why, and the sweep goes on", run_dir)
         return None
-    print(f"\nresult: {run_dir / 'result.json'}")
+    if is_main_process():
+        print(f"\nresult: {run_dir / 'result.json'}")
     return objective(result)
 
 

@@ -4,7 +4,7 @@ write result.json. Shared by every method, task and backbone: none of them is na
 from __future__ import annotations
 
 import logging
-import time
+import os
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +30,23 @@ EVALUATED_SPLITS = ("validation", "test")
 
 
 def execute(cfg: DictConfig, run_dir: Path) -> Result:
-    """Run and always leave a result.json behind: `ok`, or `failed` with the error."""
+    """Run and always leave a result.json behind: `ok`, or `failed` with the error. Under
+    torchrun/accelerate every process trains; only the first writes."""
     try:
         result = run(cfg, run_dir)
     except Exception as error:
         message = str(error) if isinstance(error, PeftlabError) else traceback.format_exc()
-        _identity(cfg, status="failed", error=message).write(run_dir)
+        if is_main_process():
+            _identity(cfg, status="failed", error=message).write(run_dir)
         raise
-    result.write(run_dir)
+    if is_main_process():
+        result.write(run_dir)
     return result
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a distributed launch (torchrun and accelerate set RANK), or a plain run."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 @dataclass
@@ -109,7 +117,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
         if split in prepared.encoded
     }
     checkpoint_dir = run_dir / "checkpoint"
-    checkpoint_bytes = save_trained(prepared.model, checkpoint_dir)
+    checkpoint_bytes = save_trained(prepared.model, checkpoint_dir) if is_main_process() else 0
 
     primary = prepared.task.primary_metric
     metrics = {split: _strip(values, split, RUNTIME_KEYS) for split, values in evaluated.items()}

@@ -15,17 +15,18 @@ from omegaconf import DictConfig
 log = logging.getLogger("peftlab")
 
 
-def threads_per_job(requested: int | None, parallel_jobs: int | None, cores: int | None = None) -> int:
-    """Torch CPU threads for one job. Each job's torch would otherwise start one thread per
-    core, so N parallel jobs on C cores would run N*C threads and slow each other down.
+def threads_per_job(requested: int | None, parallel_jobs: int | None, cores: int | None = None) -> int | None:
+    """Torch CPU threads for one job, or None to leave torch's own choice (which honours
+    OMP_NUM_THREADS, as torchrun sets it). Each job's torch would otherwise start one thread
+    per core, so N parallel jobs on C cores would run N*C threads and slow each other down.
 
     `requested` (trainer.threads) wins; else the cores divided among the launcher's parallel
-    jobs (joblib's n_jobs; -1 or None means one job per core, or a sequential launcher)."""
+    jobs (joblib's n_jobs; -1 means one job per core)."""
     if requested is not None:
         return requested
-    cores = cores or os.cpu_count() or 1
     if parallel_jobs is None:
-        return cores
+        return None
+    cores = cores or os.cpu_count() or 1
     jobs = cores if parallel_jobs < 1 else min(parallel_jobs, cores)
     return max(1, cores // jobs)
 

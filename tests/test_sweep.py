@@ -30,7 +30,8 @@ def results(sweep_dir: Path) -> list[dict]:
 
 @pytest.mark.parametrize(
     "requested, jobs, cores, expected",
-    [(None, None, 8, 8), (None, 2, 8, 4), (None, -1, 8, 1), (None, 3, 8, 2), (None, 16, 8, 1), (3, 2, 8, 3)],
+    [(None, None, 8, None), (None, 2, 8, 4), (None, -1, 8, 1), (None, 3, 8, 2), (None, 16, 8, 1), (3, 2, 8, 3),
+     (3, None, 8, 3)],
 )
 def test_threads_are_shared_among_parallel_jobs(requested, jobs, cores, expected):
     assert threads_per_job(requested, jobs, cores) == expected
@@ -84,3 +85,26 @@ def test_the_sweep_objective_is_the_validation_metric_never_test():
     result.primary_metric = "accuracy"
     result.metrics = {"validation": {"accuracy": 0.61, "loss": 0.9}, "test": {"accuracy": 0.83}}
     assert objective(result) == 0.61
+
+
+@pytest.mark.slow
+def test_torchrun_trains_one_run_on_two_processes_and_only_rank_zero_writes(tiny_backbone, tiny_ner_dir, tmp_path):
+    """DDP on CPU (gloo): the same command a user runs with `torchrun --nproc_per_node=N` on GPUs."""
+    import shutil
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    completed = subprocess.run(
+        [torchrun, "--nproc_per_node=2", "-m", "peftlab", "task=conll2003", f"task.data.path={tiny_ner_dir}",
+         f"backbone.pretrained={tiny_backbone}", "trainer=smoke", "task.max_length=32", "+trainer.extra.use_cpu=true",
+         "method=lora", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count("result: ") == 1
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "ok" and result["timing"]["torch_threads"] == 1  # torchrun's OMP_NUM_THREADS=1
+    assert (run_dir / "checkpoint" / "adapter_model.safetensors").exists()
