@@ -13,5 +13,5 @@ HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m peftlab -m \
     task=wnut17 task.data.path="$DATA" backbone=minilm method="$METHODS" \
     trainer.epochs="$EPOCHS" trainer.batch_size=32 trainer.progress_bar=false seed=0 \
     hydra.sweep.dir="$OUT" hydra.sweep.subdir='${method.name}_s${seed}'
-python benchmarks/summarize.py "$OUT" > "$OUT.md"
-cat "$OUT.md"
+python -m peftlab.report "$OUT"
+cat "$OUT/report.md"

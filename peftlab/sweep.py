@@ -51,4 +51,4 @@ class ReportAtSweepEnd(Callback):
         except Exception as error:  # noqa: BLE001 - reported, and the command to retry given
             log.error("no report for %s (%s); retry with: python -m peftlab.report %s", sweep_dir, error, sweep_dir)
             return
-        print(f"\nreport: {written.get('report.md', sweep_dir)}")
+        print(f"\nreport: {written['markdown']}")

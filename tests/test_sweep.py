@@ -49,6 +49,9 @@ def test_a_sweep_records_failed_runs_and_goes_on(tiny_backbone, tiny_ner_dir, tm
     ok = [run for run in runs if run["status"] == "ok"]
     assert sorted(run["method"] for run in ok) == ["head_only", "lora"]
     assert all(run["config"]["trainer"]["lr"] == 0.01 for run in ok)
+    report = (sweep_dir / "report.md").read_text()  # written by the end-of-sweep callback
+    assert "2 runs ok, 2 failed" in report and "trainer.lr" in report
+    assert f"report: {sweep_dir / 'report.md'}" in completed.stdout
 
 
 def test_joblib_runs_jobs_in_parallel_with_the_cores_shared(tiny_backbone, tiny_ner_dir, tmp_path):
@@ -63,6 +66,7 @@ def test_joblib_runs_jobs_in_parallel_with_the_cores_shared(tiny_backbone, tiny_
     assert all(run["status"] == "ok" for run in runs)
     expected_threads = max(1, (os.cpu_count() or 1) // min(2, os.cpu_count() or 1))
     assert {run["timing"]["torch_threads"] for run in runs} == {expected_threads}
+    assert (sweep_dir / "results.csv").read_text().count("\n") == 1 + 2  # header + one row per run
 
 
 def test_learning_rate_search_optimises_the_validation_metric(tiny_backbone, tiny_ner_dir, tmp_path):

@@ -1,0 +1,490 @@
+"""The comparison report, from hand-made result.json files: every number in the tables is
+checked against values computed by hand, then the rendering (Markdown, HTML, CSV, PNG) and the
+command line. No model, no network."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peftlab.report import (
+    NoResultsError,
+    build_report,
+    error_summary,
+    read_runs,
+    write_report,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HEAD = 6_921
+# method -> (params.trainable, params.trainable_pct): ascending size, one method per budget
+SIZES = {
+    "head_only": (HEAD, 0.0307),
+    "ia3": (25_353, 0.082),
+    "bitfit": (32_265, 1.0),  # exactly on the 1% budget: "within" includes it
+    "lora": (335_241, 1.49),
+    "full": (22_568_841, 100.0),
+}
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "peftlab/run.py", line 90, in run\n'
+    "    trained = trainer.train()\n"
+    "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+)
+
+
+def result(
+    method: str, seed: int, test_f1: float | None, *, validation_f1: float | None = None,
+    task: str = "conll2003", dataset: str = "data/conll2003", rss: float = 2000.0, cuda: float | None = None,
+    train_seconds: float = 100.0, samples_per_second: float = 10.0, size_bytes: int = 1_000_000,
+    history: list[dict] | None = None, **overrides,
+) -> dict:
+    """A complete ok result.json as run.py writes it; `test_f1=None` is a dataset without a test split."""
+    trainable, pct = SIZES[method]
+    validation = test_f1 - 0.02 if validation_f1 is None else validation_f1
+    return {
+        "status": "ok", "error": None, "task": task, "dataset": dataset, "method": method, "backbone": "minilm",
+        "quant": "none", "seed": seed,
+        "params": {"base_total": 22_561_920, "trainable": trainable, "method": trainable - HEAD, "head": HEAD,
+                   "trainable_pct": pct},
+        "primary_metric": "f1",
+        "metrics": {
+            "validation": {"f1": validation, "precision": 0.5, "recall": 0.5, "loss": 0.3},
+            "test": None if test_f1 is None else {"f1": test_f1, "precision": 0.5, "recall": 0.5, "loss": 0.35},
+        },
+        "history": history or [],
+        "timing": {"train_seconds": train_seconds, "train_samples_per_second": samples_per_second,
+                   "train_tokens_per_second": 20 * samples_per_second, "eval_seconds": 5.0},
+        "memory": {"peak_rss_mb": rss, "peak_cuda_mb": cuda, "model_bytes": 90_000_000},
+        "checkpoint": {"path": f"{method}_s{seed}/checkpoint", "size_bytes": size_bytes},
+        "config": {"method": {"name": method, "lr": 1e-3}, "trainer": {"epochs": 1}, "seed": seed},
+        "versions": {"python": "3.11.7"}, "git_sha": None, "notes": [],
+        **overrides,
+    }
+
+
+def failed(method: str, seed: int, error: str, task: str = "conll2003") -> dict:
+    return {
+        "status": "failed", "error": error, "task": task, "dataset": "data/conll2003", "method": method,
+        "backbone": "minilm", "quant": "none", "seed": seed, "params": {}, "primary_metric": None, "metrics": {},
+        "history": [], "timing": {}, "memory": {}, "checkpoint": {}, "config": {}, "versions": {}, "git_sha": None,
+    }
+
+
+def conll_sweep() -> list[dict]:
+    """Five methods, seeds 0-2; ia3 seed 2 failed and head_only ran one seed."""
+    runs = []
+    full = [(0.80, 2500, 490, 28), (0.82, 2600, 500, 29), (0.84, 2700, 510, 30)]
+    lora = [(0.79, 3700, 500, 27), (0.80, 3710, 510, 27.5), (0.84, 3720, 520, 28)]
+    for seed, (f1, rss, seconds, speed) in enumerate(full):
+        runs.append(result("full", seed, f1, rss=rss, train_seconds=seconds, samples_per_second=speed,
+                           size_bytes=90_000_000))
+    for seed, (f1, rss, seconds, speed) in enumerate(lora):
+        runs.append(result("lora", seed, f1, rss=rss, train_seconds=seconds, samples_per_second=speed,
+                           size_bytes=1_350_000))
+    for seed, rss in enumerate([2390, 2400, 2410]):
+        runs.append(result("bitfit", seed, 0.75, rss=rss, train_seconds=300, samples_per_second=40, size_bytes=200_000))
+    for seed, (f1, rss, seconds, speed) in enumerate([(0.70, 2000, 250.5, 41), (0.74, 2100, 251.5, 43)]):
+        runs.append(result("ia3", seed, f1, rss=rss, train_seconds=seconds, samples_per_second=speed,
+                           size_bytes=100_000))
+    runs.append(failed("ia3", 2, TRACEBACK))
+    runs.append(result("head_only", 0, 0.50, rss=1900, train_seconds=100, samples_per_second=60, size_bytes=30_000))
+    return runs
+
+
+def wnut_runs() -> list[dict]:
+    """No full run, and lora has no test split: the whole table falls back to validation."""
+    return [
+        result("lora", 0, None, validation_f1=0.40, task="wnut17", dataset="data/wnut17"),
+        result("lora", 1, None, validation_f1=0.44, task="wnut17", dataset="data/wnut17"),
+        result("head_only", 0, 0.31, validation_f1=0.30, task="wnut17", dataset="data/wnut17"),
+    ]
+
+
+def write_runs(folder: Path, runs: list[dict]) -> Path:
+    """One run folder per result, as a Hydra sweep lays them out (nested one level deeper for
+    some, to check the search is recursive)."""
+    for number, run in enumerate(runs):
+        run_dir = folder / run["task"] / f"{number:02d}_{run['method']}_s{run['seed']}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "result.json").write_text(json.dumps(run, indent=2))
+    return folder
+
+
+def rows_by_method(directory: Path, task: str = "conll2003") -> dict:
+    report = build_report(directory, *read_runs(directory))
+    (group,) = [group for group in report.groups if group.task == task]
+    return {row.method: row for row in group.rows}
+
+
+def section(markdown: str, heading_fragment: str) -> str:
+    """The text under the `##` heading that contains the fragment, up to the next `##`."""
+    parts = [part for part in markdown.split("\n## ") if heading_fragment in part.splitlines()[0]]
+    assert len(parts) == 1, f"{len(parts)} sections for {heading_fragment!r}"
+    return parts[0]
+
+
+def table_lines(text: str) -> list[str]:
+    """The body lines of the first Markdown table in `text` (header and rule left out)."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return lines[2:]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # the IHDR chunk
+
+
+# --- numbers --------------------------------------------------------------------------------------
+
+
+def test_means_sample_std_and_n_per_method(tmp_path):
+    rows = rows_by_method(write_runs(tmp_path, conll_sweep()))
+    assert rows["full"].metric_mean == pytest.approx(82.0) and rows["full"].metric_std == pytest.approx(2.0)
+    assert rows["lora"].metric_mean == pytest.approx(81.0)
+    assert rows["lora"].metric_std == pytest.approx(7**0.5)  # deviations -2, -1, 3: sqrt(14 / (3 - 1))
+    assert rows["bitfit"].metric_std == pytest.approx(0.0)
+    assert rows["ia3"].metric_mean == pytest.approx(72.0) and rows["ia3"].metric_std == pytest.approx(8**0.5)
+    assert rows["head_only"].metric_mean == pytest.approx(50.0) and rows["head_only"].metric_std is None
+    n = {method: row.n for method, row in rows.items()}
+    assert n == {"full": 3, "lora": 3, "bitfit": 3, "ia3": 2, "head_only": 1}
+    assert rows["ia3"].seeds == [0, 1]
+
+
+def test_deltas_against_full_in_points(tmp_path):
+    rows = rows_by_method(write_runs(tmp_path, conll_sweep()))
+    deltas = {method: row.delta_vs_full for method, row in rows.items()}
+    assert deltas["full"] is None
+    assert deltas["lora"] == pytest.approx(-1.0) and deltas["bitfit"] == pytest.approx(-7.0)
+    assert deltas["ia3"] == pytest.approx(-10.0) and deltas["head_only"] == pytest.approx(-32.0)
+
+
+def test_params_memory_time_and_size_are_means_over_successful_runs(tmp_path):
+    rows = rows_by_method(write_runs(tmp_path, conll_sweep()))
+    lora, ia3 = rows["lora"], rows["ia3"]
+    assert lora.trainable == 335_241 and lora.trainable_pct == pytest.approx(1.49)
+    assert lora.peak_rss_mb == pytest.approx(3710) and lora.train_seconds == pytest.approx(510)
+    assert lora.samples_per_second == pytest.approx(27.5)
+    assert lora.checkpoint_mb == pytest.approx(1_350_000 / 2**20)
+    # the failed ia3 run (seed 2) has no numbers and must not pull the means
+    assert ia3.peak_rss_mb == pytest.approx(2050) and ia3.train_seconds == pytest.approx(251.0)
+    assert ia3.samples_per_second == pytest.approx(42.0)
+    assert rows["full"].peak_cuda_mb is None
+
+
+def test_rows_go_by_trainable_parameters_with_full_last(tmp_path):
+    runs = conll_sweep()
+    for run in runs[:3]:
+        run["params"]["trainable"] = 1  # even a full fine-tuning that claims to be tiny stays last
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, runs)))
+    assert [row.method for row in report.groups[0].rows] == ["head_only", "ia3", "bitfit", "lora", "full"]
+
+
+def test_best_method_per_budget_of_trainable_share(tmp_path):
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, conll_sweep())))
+    best = {budget: row.method for budget, row in report.groups[0].best}
+    assert best == {0.1: "ia3", 1.0: "bitfit", 10.0: "lora", None: "full"}
+
+
+def test_a_tie_goes_to_the_smaller_method_and_an_empty_budget_has_none(tmp_path):
+    runs = [result("bitfit", 0, 0.70), result("lora", 0, 0.70), result("full", 0, 0.60)]
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, runs)))
+    best = {budget: row and row.method for budget, row in report.groups[0].best}
+    assert best == {0.1: None, 1.0: "bitfit", 10.0: "bitfit", None: "bitfit"}
+
+
+def test_cuda_memory_is_averaged_over_the_runs_that_measured_it(tmp_path):
+    runs = [result("lora", 0, 0.8, cuda=1000.0), result("lora", 1, 0.8, cuda=1500.0), result("lora", 2, 0.8)]
+    folder = write_runs(tmp_path / "runs", runs)
+    assert rows_by_method(folder)["lora"].peak_cuda_mb == pytest.approx(1250.0)
+    markdown = write_report(folder)["markdown"].read_text()
+    assert "| peak RSS MB | peak CUDA MB | train s |" in markdown
+    assert "| **lora** | 335,241 | 1.49 | **80.00 ± 0.00 (n=3)** | n/a | 2,000 | 1,250 | 100.0 |" in markdown
+
+
+def test_two_tasks_give_two_tables_that_never_mix(tmp_path):
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, conll_sweep() + wnut_runs())))
+    assert [(group.task, group.dataset) for group in report.groups] == [
+        ("conll2003", "data/conll2003"), ("wnut17", "data/wnut17")
+    ]
+    conll, wnut = report.groups
+    assert {row.method: row.n for row in conll.rows}["lora"] == 3
+    assert {row.method: row.metric_mean for row in conll.rows}["lora"] == pytest.approx(81.0)
+    wnut_rows = {row.method: row for row in wnut.rows}
+    assert set(wnut_rows) == {"lora", "head_only"} and wnut_rows["lora"].metric_mean == pytest.approx(42.0)
+
+
+def test_a_group_without_test_split_runs_is_scored_on_validation_for_every_row(tmp_path):
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, wnut_runs())))
+    (group,) = report.groups
+    assert group.split == "validation" and group.runs_without_test == 2
+    # head_only has a test score (31) but is compared with lora on validation (30)
+    assert {row.method: row.metric_mean for row in group.rows}["head_only"] == pytest.approx(30.0)
+    assert all(row.delta_vs_full is None for row in group.rows)
+
+
+def test_repeated_and_missing_seeds_are_kept_and_noted(tmp_path):
+    runs = conll_sweep() + [result("lora", 0, 0.90)]
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, runs)))
+    (group,) = report.groups
+    lora = {row.method: row for row in group.rows}["lora"]
+    assert lora.n == 4 and lora.seeds == [0, 0, 1, 2]
+    assert lora.metric_mean == pytest.approx((79 + 80 + 84 + 90) / 4)
+    notes = "\n".join(group.notes)
+    assert "`lora` seed 0 has 2 runs" in notes and "00_full_s0" not in notes and "_lora_s0/result.json" in notes
+    assert "`ia3` has no successful run for seed 2 " in notes
+    assert "`head_only` has no successful run for seeds 1, 2 " in notes
+    assert "`full`" not in notes and "`bitfit`" not in notes
+
+
+def test_runs_of_one_method_with_different_settings_are_noted(tmp_path):
+    wide = result("lora", 1, 0.8, config={"method": {"name": "lora", "lr": 1e-3, "r": 16}, "trainer": {"epochs": 1}})
+    narrow = result("lora", 0, 0.8, config={"method": {"name": "lora", "lr": 1e-3, "r": 8}, "trainer": {"epochs": 1}})
+    runs = [narrow, wide, result("full", 0, 0.8), result("full", 1, 0.8)]
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, runs)))
+    assert report.groups[0].notes == ["`lora` pools runs whose settings differ: method.r."]
+
+
+def test_unreadable_files_are_skipped_with_the_reason(tmp_path):
+    folder = write_runs(tmp_path / "runs", conll_sweep())
+    (folder / "broken").mkdir()
+    (folder / "broken" / "result.json").write_text('{"status": "ok", "task": ')
+    (folder / "list").mkdir()
+    (folder / "list" / "result.json").write_text("[1, 2]")
+    (folder / "no_metric").mkdir()
+    incomplete = result("lora", 5, 0.8)
+    del incomplete["metrics"]["validation"]["f1"]
+    (folder / "no_metric" / "result.json").write_text(json.dumps(incomplete))
+    runs, unreadable = read_runs(folder)
+    assert len(runs) == len(conll_sweep())
+    why = {file.path: file.why for file in unreadable}
+    assert why["broken/result.json"].startswith("not valid JSON (") and "line 1" in why["broken/result.json"]
+    assert why["list/result.json"] == "not a JSON object"
+    assert "metrics.validation.f1" in why["no_metric/result.json"]
+    markdown = write_report(folder)["markdown"].read_text()
+    assert "Read 16 `result.json` files" in markdown and "12 runs ok, 1 failed, 3 unreadable" in markdown
+    assert "| `broken/result.json` | not valid JSON (" in markdown
+
+
+def test_older_files_without_optional_keys_are_read(tmp_path):
+    old = result("lora", 0, 0.8)
+    for key in ("notes", "history", "versions"):
+        del old[key]
+    del old["memory"]["model_bytes"]
+    del old["memory"]["peak_cuda_mb"]
+    del old["timing"]
+    rows = rows_by_method(write_runs(tmp_path, [old]))
+    assert rows["lora"].metric_mean == pytest.approx(80.0) and rows["lora"].train_seconds is None
+
+
+def test_the_error_line_shown_is_the_first_or_a_tracebacks_exception():
+    assert error_summary(TRACEBACK) == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    paragraph = "method.r must be >= 1 (got 0).\nSee conf/method/lora.yaml"
+    assert error_summary(paragraph) == "method.r must be >= 1 (got 0)."
+    assert error_summary(None) == "(no error message)"
+
+
+# --- report.md ------------------------------------------------------------------------------------
+
+
+def test_markdown_table_shows_every_number_formatted(tmp_path):
+    folder = write_runs(tmp_path, conll_sweep())
+    markdown = write_report(folder)["markdown"].read_text()
+    table = table_lines(section(markdown, "`conll2003`"))
+    assert table == [
+        "| head_only | 6,921 | 0.0307 | 50.00 (n=1) | -32.00 | 1,900 | 100.0 | 60.0 | 0.03 |",
+        "| **ia3** | 25,353 | 0.082 | **72.00 ± 2.83 (n=2)** | -10.00 | 2,050 | 251.0 | 42.0 | 0.10 |",
+        "| **bitfit** | 32,265 | 1 | **75.00 ± 0.00 (n=3)** | -7.00 | 2,400 | 300.0 | 40.0 | 0.19 |",
+        "| **lora** | 335,241 | 1.49 | **81.00 ± 2.65 (n=3)** | -1.00 | 3,710 | 510.0 | 27.5 | 1.29 |",
+        "| **full** | 22,568,841 | 100 | **82.00 ± 2.00 (n=3)** | — | 2,600 | 500.0 | 29.0 | 85.83 |",
+    ]
+    header = "| method | trainable params | % of base | f1 ×100 (test) | Δ vs full | peak RSS MB | train s |"
+    assert header in markdown
+    assert "peak CUDA MB" not in markdown  # no run measured it
+    for line in ("- best within ≤0.1% trainable: ia3 (72.0)", "- best within ≤1% trainable: bitfit (75.0)",
+                 "- best within ≤10% trainable: lora (81.0)", "- best overall: full (82.0)"):
+        assert line in markdown
+
+
+def test_markdown_header_counts_runs_and_says_how_to_regenerate(tmp_path):
+    folder = write_runs(tmp_path / "sweep", conll_sweep())
+    markdown = write_report(folder, tmp_path / "elsewhere")["markdown"].read_text()
+    assert f"Read 13 `result.json` files under `{folder}`: 12 runs ok, 1 failed, 0 unreadable." in markdown
+    assert f"Regenerate: `python -m peftlab.report {folder} --out {tmp_path / 'elsewhere'}`" in markdown
+
+
+def test_failed_runs_are_listed_with_their_error_and_path(tmp_path):
+    folder = write_runs(tmp_path, conll_sweep())
+    failures = table_lines(section(write_report(folder)["markdown"].read_text(), "Failed runs"))
+    assert failures == [
+        "| conll2003 | minilm | ia3 | 2 | RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB "
+        "| `conll2003/11_ia3_s2/result.json` |"
+    ]
+
+
+def test_validation_only_tables_are_marked_and_without_full_delta_is_na(tmp_path):
+    markdown = write_report(write_runs(tmp_path, conll_sweep() + wnut_runs()))["markdown"].read_text()
+    wnut = section(markdown, "`wnut17`")
+    assert "f1 ×100 (validation†)" in wnut and "2 of 3 runs have no test split" in wnut
+    assert table_lines(wnut) == [
+        "| **head_only** | 6,921 | 0.0307 | **30.00 (n=1)** | n/a | 2,000 | 100.0 | 10.0 | 0.95 |",
+        "| **lora** | 335,241 | 1.49 | **42.00 ± 2.83 (n=2)** | n/a | 2,000 | 100.0 | 10.0 | 0.95 |",
+    ]
+    assert "no successful `full` run in this group" in wnut
+    assert "- best within ≤0.1% trainable: head_only (30.0)" in wnut and "- best overall: lora (42.0)" in wnut
+    conll = section(markdown, "`conll2003`")
+    assert "f1 ×100 (test)" in conll and "validation†" not in conll
+
+
+# --- results.csv ----------------------------------------------------------------------------------
+
+
+def test_results_csv_has_one_row_per_run_with_its_values(tmp_path):
+    runs = conll_sweep() + wnut_runs()
+    path = write_report(write_runs(tmp_path, runs))["csv"]
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == len(runs)
+    by_path = {row["path"]: row for row in rows}
+    lora = by_path["conll2003/03_lora_s0/result.json"]
+    assert (lora["status"], lora["method"], lora["seed"], lora["metric_split"]) == ("ok", "lora", "0", "test")
+    assert float(lora["metric"]) == 0.79 and float(lora["validation_f1"]) == pytest.approx(0.77)
+    assert float(lora["test_loss"]) == 0.35 and lora["params_trainable"] == "335241"
+    assert float(lora["params_trainable_pct"]) == 1.49 and float(lora["timing_train_seconds"]) == 500
+    assert float(lora["memory_peak_rss_mb"]) == 3700 and lora["memory_peak_cuda_mb"] == ""
+    assert lora["memory_model_bytes"] == "90000000" and lora["checkpoint_size_bytes"] == "1350000"
+    wnut = by_path["wnut17/13_lora_s0/result.json"]
+    assert (wnut["metric_split"], float(wnut["metric"]), wnut["test_f1"]) == ("validation", 0.40, "")
+    head_only = by_path["wnut17/15_head_only_s0/result.json"]
+    assert head_only["metric_split"] == "validation" and float(head_only["metric"]) == 0.30
+    broken = by_path["conll2003/11_ia3_s2/result.json"]
+    assert broken["status"] == "failed" and broken["error"] == TRACEBACK and broken["metric"] == ""
+    header = list(rows[0])
+    assert header[:8] == ["status", "error", "task", "dataset", "method", "backbone", "quant", "seed"]
+    assert header[-2:] == ["checkpoint_size_bytes", "path"]
+
+
+# --- plots and HTML -------------------------------------------------------------------------------
+
+
+def test_plots_are_real_pngs_one_panel_per_group(tmp_path):
+    history = [{"step": 10, "epoch": 0.5, "train_loss": 1.0}, {"step": 10, "epoch": 0.5, "validation_f1": 0.5}]
+    runs = [result("lora", 0, 0.8, history=history), result("full", 0, 0.8, history=history)] + wnut_runs()
+    written = write_report(write_runs(tmp_path, runs))
+    assert png_size(written["pareto"]) == (1650, 550)  # two groups side by side, 7.5 x 5 in at 110 dpi
+    assert png_size(written["curves"]) == (825, 550)  # wnut17 logged no validation point: one panel
+    markdown = written["markdown"].read_text()
+    assert "![metric vs trainable parameters](pareto.png)" in markdown
+    assert "No learning curve for wnut17 (wnut17) · minilm · quant none" in markdown
+
+
+def test_curves_average_the_seeds_logged_at_each_step(tmp_path):
+    def history(*points):
+        return [{"step": step, "epoch": 1.0, "validation_f1": f1} for step, f1 in points]
+
+    runs = [
+        result("lora", 0, 0.8, history=[{"step": 5, "train_loss": 0.9}, *history((10, 0.5), (20, 0.6))]),
+        result("lora", 1, 0.8, history=history((10, 0.7), (20, 0.8), (30, 0.9))),
+        result("full", 0, 0.8),
+    ]
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, runs)))
+    curves = report.groups[0].curves
+    assert set(curves) == {"lora"}
+    assert curves["lora"] == [(10, pytest.approx(60.0)), (20, pytest.approx(70.0)), (30, pytest.approx(90.0))]
+
+
+def test_without_validation_history_there_is_no_curves_png_and_the_report_says_why(tmp_path):
+    folder = write_runs(tmp_path, [result("lora", 0, 0.8), result("full", 0, 0.8)])
+    (folder / "curves.png").write_bytes(PNG_SIGNATURE)  # from an earlier report of this folder
+    written = write_report(folder)
+    assert "curves" not in written and not (folder / "curves.png").exists()
+    assert "no run logged validation f1 during training" in written["markdown"].read_text()
+
+
+def test_html_is_self_contained_with_the_tables_and_embedded_plots(tmp_path):
+    written = write_report(write_runs(tmp_path, conll_sweep()))
+    page = written["html"].read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    lora = "<td><strong>lora</strong></td><td>335,241</td><td>1.49</td><td><strong>81.00 ± 2.65 (n=3)</strong></td>"
+    assert lora in page
+    assert "<code>conll2003/11_ia3_s2/result.json</code>" in page
+    images = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(images) == 1 and images[0].startswith("data:image/png;base64,")  # pareto only: no history here
+    assert base64.b64decode(images[0].split(",", 1)[1]) == written["pareto"].read_bytes()
+    assert re.findall(r'(?:src|href)="(?!data:)', page) == [] and "<link" not in page and "<script" not in page
+
+
+def test_without_matplotlib_tables_are_written_and_the_report_says_how_to_get_plots(tmp_path, monkeypatch):
+    folder = write_runs(tmp_path, conll_sweep())
+    (folder / "pareto.png").write_bytes(PNG_SIGNATURE)  # stale: must not pass for this report's plot
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    written = write_report(folder)
+    assert set(written) == {"markdown", "html", "csv"} and not (folder / "pareto.png").exists()
+    assert "pip install 'peftlab[report]'" in written["markdown"].read_text()
+    assert "data:image/png" not in written["html"].read_text()
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def report_cli(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab.report", *arguments], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+def test_cli_writes_every_file_and_prints_where(tmp_path):
+    folder = write_runs(tmp_path / "sweep", conll_sweep())
+    completed = report_cli(str(folder), cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    for name in ("report.md", "report.html", "results.csv", "pareto.png"):
+        assert (folder / name).is_file() and f"wrote {folder / name}" in completed.stdout
+
+
+@pytest.mark.parametrize("make_folder", [True, False], ids=["empty", "missing"])
+def test_cli_refuses_a_folder_without_results_in_one_line(tmp_path, make_folder):
+    folder = tmp_path / "nothing_here"
+    if make_folder:
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "other.json").write_text("{}")
+    completed = report_cli(str(folder), cwd=tmp_path)
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stdout + completed.stderr
+    assert str(folder) in completed.stderr and len(completed.stderr.strip().splitlines()) == 1
+    assert not (folder / "report.md").exists()
+
+
+def test_a_sweep_where_every_run_failed_still_gets_a_report(tmp_path):
+    folder = write_runs(tmp_path, [failed("lora", 0, "boom"), failed("full", 0, "bang\nsecond line")])
+    written = write_report(folder)
+    markdown = written["markdown"].read_text()
+    assert "0 runs ok, 2 failed" in markdown and "No plots: no run succeeded." in markdown
+    assert [line.split(" | ")[4] for line in table_lines(section(markdown, "Failed runs"))] == ["boom", "bang"]
+    assert "pareto" not in written and "| method | trainable params" not in markdown
+
+
+def test_write_report_raises_a_peftlab_error_for_a_missing_folder(tmp_path):
+    with pytest.raises(NoResultsError, match="nowhere"):
+        write_report(tmp_path / "nowhere")
+
+
+def test_importing_the_report_does_not_import_matplotlib():
+    """A Hydra callback imports it in every sweep: it must stay cheap."""
+    code = "import sys, peftlab.report; print('matplotlib' in sys.modules)"
+    completed = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert completed.stdout.strip() == "False", completed.stderr
