@@ -115,6 +115,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     metrics = {split: _strip(values, split, RUNTIME_KEYS) for split, values in evaluated.items()}
     train_seconds = trained.metrics["train_runtime"]
     result = _identity(cfg, status="ok")
+    result.notes.extend(prepared.task.notes)
     if "test" not in metrics:
         metrics["test"] = None
         result.notes.append(f"{result.dataset} has no test split: the metrics are on validation only")

@@ -69,9 +69,24 @@ def test_malformed_conll_line_names_file_and_line(tmp_path):
     assert_clean_error(completed, "train.txt", "5")
 
 
-def test_missing_split_is_named(tiny_ner_dir, tmp_path):
-    (tiny_ner_dir / "test.txt").unlink()
-    assert_clean_error(peftlab("task=wnut17", f"task.data.path={tiny_ner_dir}", cwd=tmp_path), "'test'")
+def test_missing_train_split_is_named(tiny_ner_dir, tmp_path):
+    (tiny_ner_dir / "train.txt").unlink()
+    completed = peftlab("task=wnut17", f"task.data.path={tiny_ner_dir}", cwd=tmp_path)
+    assert_clean_error(completed, "no training file", "dev.txt", "test.txt")
+    assert completed.returncode == 2
+
+
+def test_missing_dev_split_is_carved_from_train_and_result_json_says_so(tiny_backbone, tiny_ner_dir, tmp_path):
+    (tiny_ner_dir / "dev.txt").unlink()
+    run_dir = tmp_path / "run"
+    completed = peftlab(
+        "task=wnut17", f"task.data.path={tiny_ner_dir}", f"backbone.pretrained={tiny_backbone}", "method=head_only",
+        "trainer=smoke", "task.data.validation_fraction=0.25", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["metrics"]["validation"]["f1"] is not None and result["metrics"]["test"] is not None
+    assert any("4 of 16 training examples were held out as validation" in note for note in result["notes"])
 
 
 def test_empty_dataset_is_refused(tmp_path):
