@@ -13,7 +13,7 @@ from peftlab.data.jsonl import read_jsonl, read_jsonl_dir
 from peftlab.data.label_text import read_label_text, read_label_text_dir
 from peftlab.data.table import read_csv, read_csv_dir, read_tsv
 from peftlab.errors import DataError
-from tests.conftest import shared_data
+from tests.conftest import compose_config, shared_data
 
 
 def write(path: Path, text: str) -> Path:
@@ -176,6 +176,46 @@ def test_jsonl_line_missing_a_key_is_named_by_line(tmp_path):
 def test_generic_mapping_carries_whatever_keys_a_task_kind_names():
     table = Table("memory", [{"question": "2+2?", "answer": "4"}], ["question", "answer"])
     assert select_columns(table, {"prompt": "question", "completion": "answer"}) == [{"prompt": "2+2?", "completion": "4"}]
+
+
+# --- hub datasets, faked in memory: the same mapping, ClassLabel names, hidden test labels -------
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """`datasets.load_dataset` answering with an in-memory GLUE-like dataset: the test split's
+    labels are hidden (-1), as GLUE and the hub's SST-2 ship them."""
+    import datasets
+
+    features = datasets.Features(
+        {"idx": datasets.Value("int32"), "sentence": datasets.Value("string"),
+         "label": datasets.ClassLabel(names=["negative", "positive"])}
+    )
+
+    def split(labels: list[int]) -> datasets.Dataset:
+        rows = {"idx": list(range(len(labels))), "sentence": [f"s{i}" for i in range(len(labels))], "label": labels}
+        return datasets.Dataset.from_dict(rows, features=features)
+
+    loaded = datasets.DatasetDict({"train": split([0, 1, 1]), "validation": split([1, 0]), "test": split([-1, -1])})
+    monkeypatch.setattr(datasets, "load_dataset", lambda hub_id, config=None: loaded)
+
+
+def test_hub_columns_map_the_hub_schema_and_hidden_test_labels_leave_test_out(fake_hub):
+    from peftlab.data.sources import load_splits
+
+    splits = load_splits(compose_config(["task=sst2"]).task.data)
+    assert list(splits) == ["train", "validation"]
+    assert splits["train"] == [
+        {"text": "s0", "label": "negative"}, {"text": "s1", "label": "positive"}, {"text": "s2", "label": "positive"},
+    ]
+
+
+def test_hub_column_that_does_not_exist_names_the_key_and_the_hub_columns(fake_hub):
+    from peftlab.data.sources import load_splits
+
+    data = compose_config(["task=sst2", "task.data.hub_columns.text=text"]).task.data
+    message = raised(load_splits, data)
+    assert "task.data.hub_columns.text='text'" in message and "['idx', 'sentence', 'label']" in message
+    assert "stanfordnlp/sst2" in message
 
 
 # --- real data (slow) --------------------------------------------------------------------------

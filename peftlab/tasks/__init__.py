@@ -35,7 +35,8 @@ class Task:
         raise NotImplementedError
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
-        """Top-level modules outside the pretrained body that have weights: the task head."""
+        """Top-level modules outside the pretrained body that have weights: the task head. The
+        run adds the modules inside the body that the head reads (`backbone.head_in_body`)."""
         return [
             name
             for name, child in model.named_children()
