@@ -53,6 +53,20 @@ def load_model(auto_class: type, backbone: DictConfig, quant: DictConfig, **task
     )
 
 
+def body_modules_in_head(model: torch.nn.Module, backbone: DictConfig) -> list[str]:
+    """Modules inside the pretrained body that the task head reads, as full names: the names in
+    `backbone.head_in_body` (relative to the body) that the built model has, with weights.
+    BERT's sequence classifier reads the body's pooler; its token classifier builds none, and
+    then nothing is added."""
+    modules = dict(model.named_modules())
+    found = []
+    for name in backbone.get("head_in_body") or []:
+        full_name = f"{model.base_model_prefix}.{name}"
+        if full_name in modules and any(True for _ in modules[full_name].parameters()):
+            found.append(full_name)
+    return found
+
+
 def load_tokenizer(backbone: DictConfig) -> PreTrainedTokenizerBase:
     """A fast tokenizer: word-level label alignment needs its `word_ids()`."""
     tokenizer = from_pretrained_or_explain(

@@ -28,8 +28,14 @@ class ParamCount:
         return asdict(self)
 
 
+def in_modules(name: str, modules: list[str]) -> bool:
+    """True when a parameter or module name is one of `modules` or lies inside one: the head may
+    be nested in the body (`bert.pooler.dense.weight` is in `bert.pooler`)."""
+    return any(name == module or name.startswith(f"{module}.") for module in modules)
+
+
 def count_base(model: torch.nn.Module, head_modules: list[str]) -> BaseCount:
-    head = sum(p.numel() for name, p in model.named_parameters() if name.split(".")[0] in head_modules)
+    head = sum(p.numel() for name, p in model.named_parameters() if in_modules(name, head_modules))
     return BaseCount(base_total=sum(p.numel() for p in model.parameters()) - head, head_total=head)
 
 

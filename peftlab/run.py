@@ -15,12 +15,12 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from peftlab.backbones import load_tokenizer, resolve_pretrained
+from peftlab.backbones import body_modules_in_head, load_tokenizer, resolve_pretrained
 from peftlab.checkpoint import save_trained
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.measure import peak_memory, reset_peak_memory
 from peftlab.methods import MethodContext, apply_method, prepended_positions
-from peftlab.params import ParamCount, count_base, count_trainable
+from peftlab.params import ParamCount, count_base, count_trainable, in_modules
 from peftlab.result import Result, git_sha, package_versions
 from peftlab.tasks import Task, build_task
 
@@ -70,9 +70,9 @@ def prepare(cfg: DictConfig) -> Prepared:
     tokenizer = load_tokenizer(cfg.backbone)
     model = task.build_model(cfg.backbone, cfg.quant)
 
-    head = task.head_modules(model)
+    head = task.head_modules(model) + body_modules_in_head(model, cfg.backbone)
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name.split(".")[0] in head)
+        parameter.requires_grad_(in_modules(name, head))
     before = count_base(model, head)
     context = MethodContext(
         backbone_name=cfg.backbone.name,
@@ -123,6 +123,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     metrics = {split: _strip(values, split, RUNTIME_KEYS) for split, values in evaluated.items()}
     train_seconds = trained.metrics["train_runtime"]
     result = _identity(cfg, status="ok")
+    result.notes.extend(prepared.task.notes)
     if "test" not in metrics:
         metrics["test"] = None
         result.notes.append(f"{result.dataset} has no test split: the metrics are on validation only")

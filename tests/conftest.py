@@ -44,6 +44,19 @@ TINY_SENTENCES = [
 ]
 
 
+# A learnable 2-class task on the same sentences: does the sentence name a person?
+TINY_CLASSIFIED = [(text, "person" if "B-PER" in tags else "other") for text, tags in TINY_SENTENCES]
+
+
+def write_csv(path: Path, header: list[str], rows: list[tuple[str, ...]]) -> None:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
 def write_conll(path: Path, sentences: list[tuple[str, str]], separator: str = " ") -> None:
     lines = ["-DOCSTART- -X- -X- O", ""]
     for text, tags in sentences:
@@ -82,6 +95,16 @@ def tiny_ner_dir(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def tiny_cls_dir(tmp_path: Path) -> Path:
+    """train/dev/test CSV files (header text,label) of the 16 tiny classified sentences."""
+    folder = tmp_path / "tiny_cls"
+    folder.mkdir()
+    for name in ("train.csv", "dev.csv", "test.csv"):
+        write_csv(folder / name, ["text", "label"], TINY_CLASSIFIED)
+    return folder
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
@@ -96,6 +119,28 @@ def tiny_config(tiny_backbone: Path, tiny_ner_dir: Path):
             [
                 "task=conll2003",
                 f"task.data.path={tiny_ner_dir}",
+                f"backbone.pretrained={tiny_backbone}",
+                "trainer=smoke",
+                "task.max_length=32",
+                *overrides,
+            ]
+        )
+        with open_dict(cfg):
+            cfg.trainer.extra.use_cpu = True
+        return cfg
+
+    return make
+
+
+@pytest.fixture
+def tiny_cls_config(tiny_backbone: Path, tiny_cls_dir: Path):
+    """compose(method=..., more overrides) -> config that classifies the tiny data with the tiny model."""
+
+    def make(*overrides: str) -> DictConfig:
+        cfg = compose_config(
+            [
+                "task=classification",
+                f"task.data.path={tiny_cls_dir}",
                 f"backbone.pretrained={tiny_backbone}",
                 "trainer=smoke",
                 "task.max_length=32",

@@ -69,9 +69,54 @@ def test_malformed_conll_line_names_file_and_line(tmp_path):
     assert_clean_error(completed, "train.txt", "5")
 
 
-def test_missing_split_is_named(tiny_ner_dir, tmp_path):
-    (tiny_ner_dir / "test.txt").unlink()
-    assert_clean_error(peftlab("task=wnut17", f"task.data.path={tiny_ner_dir}", cwd=tmp_path), "'test'")
+def test_missing_train_split_is_named(tiny_ner_dir, tmp_path):
+    (tiny_ner_dir / "train.txt").unlink()
+    completed = peftlab("task=wnut17", f"task.data.path={tiny_ner_dir}", cwd=tmp_path)
+    assert_clean_error(completed, "no training file", "dev.txt", "test.txt")
+    assert completed.returncode == 2
+
+
+def test_missing_dev_split_is_carved_from_train_and_result_json_says_so(tiny_backbone, tiny_ner_dir, tmp_path):
+    (tiny_ner_dir / "dev.txt").unlink()
+    run_dir = tmp_path / "run"
+    completed = peftlab(
+        "task=wnut17", f"task.data.path={tiny_ner_dir}", f"backbone.pretrained={tiny_backbone}", "method=head_only",
+        "trainer=smoke", "task.data.validation_fraction=0.25", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["metrics"]["validation"]["f1"] is not None and result["metrics"]["test"] is not None
+    assert any("4 of 16 training examples were held out as validation" in note for note in result["notes"])
+
+
+def test_classification_run_without_test_reports_validation_accuracy_and_says_so(tiny_backbone, tiny_cls_dir, tmp_path):
+    (tiny_cls_dir / "test.csv").unlink()
+    run_dir = tmp_path / "run"
+    completed = peftlab(
+        "task=classification", f"task.data.path={tiny_cls_dir}", f"backbone.pretrained={tiny_backbone}",
+        "method=lora", "trainer=smoke", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "ok" and result["task"] == "classification"
+    assert result["primary_metric"] == "accuracy"
+    assert {"accuracy", "f1_macro", "loss"} <= result["metrics"]["validation"].keys()
+    assert result["metrics"]["test"] is None
+    assert any("no test split" in note for note in result["notes"])
+    assert result["params"]["head"] == 32 * 32 + 32 + 32 * 2 + 2  # pooler + classifier
+
+
+def test_missing_column_names_the_key_and_the_columns_found(tiny_cls_dir, tmp_path):
+    completed = peftlab("task=banking77", f"task.data.path={tiny_cls_dir}", cwd=tmp_path)
+    assert_clean_error(completed, "task.data.columns.label='category'", "['text', 'label']", "train.csv")
+    assert completed.returncode == 2
+
+
+def test_unreadable_csv_row_names_file_and_line(tiny_cls_dir, tmp_path):
+    with (tiny_cls_dir / "dev.csv").open("a") as file:
+        file.write('"an unclosed quote,person\n')
+    completed = peftlab("task=classification", f"task.data.path={tiny_cls_dir}", cwd=tmp_path)
+    assert_clean_error(completed, "dev.csv:18")
 
 
 def test_empty_dataset_is_refused(tmp_path):

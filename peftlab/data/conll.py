@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from peftlab.data.splits import find_split_files
+from peftlab.data.splits import read_split_files
+from peftlab.data.text import read_lines
 from peftlab.errors import DataError
 
 CONLL_EXTENSIONS = (".txt", ".conll", ".tsv", ".iob", ".bio", ".iob2")
@@ -31,7 +32,7 @@ def read_conll(path: str | Path) -> list[Sentence]:
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
-    for number, line in enumerate(_lines(path), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         columns = _columns(line)
         if not columns or columns[0] == DOCUMENT_START:
             if tokens:
@@ -48,32 +49,8 @@ def read_conll(path: str | Path) -> list[Sentence]:
 
 
 def read_conll_dir(directory: str | Path) -> dict[str, list[Sentence]]:
-    """Every split whose file is in the folder (named as `find_split_files` recognises). An
-    empty split file is refused: it is a failed download or a wrong file, never a choice."""
-    splits = {}
-    for split, path in find_split_files(directory, CONLL_EXTENSIONS).items():
-        sentences = read_conll(path)
-        if not sentences:
-            raise DataError(
-                f"{path} (the {split} split) has no sentences; {EXPECTED_LINE}. "
-                "Put the data in that file or remove it."
-            )
-        splits[split] = sentences
-    return splits
-
-
-def _lines(path: Path) -> list[str]:
-    """The file's lines without their ends; CRLF and a lone CR end a line like LF does."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"cannot read {path}: {error.strerror}; check the path and its permissions.") from error
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line_number = data[: error.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line_number}: not valid UTF-8 ({error.reason}); save the file as UTF-8.") from error
-    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    """Every split whose file is in the folder (named as `find_split_files` recognises)."""
+    return read_split_files(directory, CONLL_EXTENSIONS, read_conll, "sentences", EXPECTED_LINE)
 
 
 def _columns(line: str) -> list[str]:

@@ -1,33 +1,58 @@
 """Load a task's splits from where its config says: the embedded demo, a local folder in a
 known format (`task.data.path` + `task.data.format`), or a hub dataset (`task.data.hub_id`).
-Every source yields the same shape: {split: [example dict, ...]} with canonical split names."""
+Every source yields the same shape: {split: [example dict, ...]} with canonical split names
+and canonical example keys, so task kinds never see where the data came from."""
 
 from __future__ import annotations
 
+import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from omegaconf import DictConfig
 
+from peftlab.data.columns import Example, Table, select_columns
 from peftlab.data.conll import read_conll_dir
 from peftlab.data.demo_ner import make_demo_ner
+from peftlab.data.jsonl import read_jsonl_dir
+from peftlab.data.label_text import read_label_text_dir
+from peftlab.data.splits import carve_validation
+from peftlab.data.table import read_csv_dir, read_tsv_dir
 from peftlab.errors import ConfigError, DataError
 
-Splits = dict[str, list[dict]]
+log = logging.getLogger("peftlab")
 
-# format -> reader of a local folder. The demo needs no folder: peftlab makes it.
-LOCAL_READERS: dict[str, Callable[[Path], Splits]] = {
-    "conll": read_conll_dir,
+Splits = dict[str, list[Example]]
+
+
+@dataclass(frozen=True)
+class LocalFormat:
+    read_dir: Callable[[Path], dict[str, Any]]
+    named_columns: bool  # rows keyed by the file's own column names, mapped through task.data.columns
+
+
+# task.data.format -> reader of a local folder. Fixed layouts (conll, label_text) give canonical
+# examples; the others keep the file's column names until task.data.columns maps them.
+LOCAL_FORMATS: dict[str, LocalFormat] = {
+    "conll": LocalFormat(read_conll_dir, named_columns=False),
+    "label_text": LocalFormat(read_label_text_dir, named_columns=False),
+    "csv": LocalFormat(read_csv_dir, named_columns=True),
+    "tsv": LocalFormat(read_tsv_dir, named_columns=True),
+    "jsonl": LocalFormat(read_jsonl_dir, named_columns=True),
 }
+# The demo needs no folder: peftlab makes it.
 GENERATED: dict[str, Callable[[], Splits]] = {
     "demo_ner": make_demo_ner,
 }
 HUB_SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
+HIDDEN_LABEL = -1  # the `datasets` ClassLabel value for "no label" (GLUE and SST-2 hide their test labels so)
 
 
 def load_splits(data: DictConfig) -> Splits:
-    """Read every split the source has; callers check which they need."""
+    """Read every split the source has; train is always there, validation and test when the
+    source has them (`arrange_splits` applies the rule for the missing ones)."""
     if data.path is not None:
         return _read_local(data)
     if data.format in GENERATED:
@@ -38,6 +63,30 @@ def load_splits(data: DictConfig) -> Splits:
         f"task.data has no source: set task.data.path=DIR (a local copy in format {data.format!r}) "
         "or task.data.hub_id=ID (a Hugging Face dataset)."
     )
+
+
+def arrange_splits(splits: Splits, task: DictConfig) -> tuple[Splits, list[str]]:
+    """The split rule every task kind shares, then the subsample. A missing validation split is
+    carved from train (`task.data.validation_fraction`, seeded by `task.data_seed`); a missing
+    test split stays missing. Returns the splits in train, validation, test order and the notes
+    a reader of result.json must see."""
+    notes = []
+    seed = task.data_seed
+    if "validation" not in splits:
+        fraction = task.data.validation_fraction
+        train, validation = carve_validation(splits["train"], fraction, seed)
+        splits = {**splits, "train": train, "validation": validation}
+        notes.append(
+            f"the data has no validation split: {len(validation)} of {len(train) + len(validation)} training "
+            f"examples were held out as validation (task.data.validation_fraction={fraction}, task.data_seed={seed})"
+        )
+    arranged = {
+        "train": subsample(splits["train"], task.max_train_samples, seed),
+        "validation": subsample(splits["validation"], task.max_eval_samples, seed),
+    }
+    if "test" in splits:
+        arranged["test"] = subsample(splits["test"], task.max_eval_samples, seed)
+    return arranged, notes
 
 
 def subsample(examples: list[dict], limit: int | None, seed: int) -> list[dict]:
@@ -51,16 +100,22 @@ def subsample(examples: list[dict], limit: int | None, seed: int) -> list[dict]:
 
 
 def _read_local(data: DictConfig) -> Splits:
-    if data.format not in LOCAL_READERS:
+    if data.format not in LOCAL_FORMATS:
         raise ConfigError(
             f"task.data.format={data.format!r} cannot be read from a folder (task.data.path); "
-            f"known formats: {sorted(LOCAL_READERS)}."
+            f"known formats: {sorted(LOCAL_FORMATS)}."
         )
-    return LOCAL_READERS[data.format](Path(data.path))
+    local_format = LOCAL_FORMATS[data.format]
+    splits = local_format.read_dir(Path(data.path))
+    if local_format.named_columns:
+        return {split: select_columns(table, data.columns) for split, table in splits.items()}
+    return splits
 
 
 def _load_hub(data: DictConfig) -> Splits:
-    """`datasets.load_dataset` for users online; columns renamed to the task's own names."""
+    """`datasets.load_dataset` for users online. `task.data.hub_columns` maps the hub's column
+    names where they differ from the local files' (`task.data.columns`); ClassLabel integers
+    become their names."""
     import datasets
 
     try:
@@ -70,32 +125,49 @@ def _load_hub(data: DictConfig) -> Splits:
             f"could not load the hub dataset task.data.hub_id={data.hub_id!r}: {str(error).splitlines()[0]} "
             "If this machine is offline, set task.data.path=DIR to a local copy."
         ) from error
+    config_key = "task.data.hub_columns" if data.get("hub_columns") else "task.data.columns"
+    columns = data.get("hub_columns") or data.columns
     splits = {}
     for hub_name, dataset in loaded.items():
-        if hub_name in HUB_SPLIT_NAMES:
-            splits[HUB_SPLIT_NAMES[hub_name]] = _rows_with_task_columns(dataset, data)
+        if hub_name not in HUB_SPLIT_NAMES:
+            continue
+        origin = f"the hub dataset {data.hub_id!r} (split {hub_name!r})"
+        if len(dataset) == 0:
+            raise DataError(f"{origin} is empty; pick another task.data.hub_config or a local copy (task.data.path).")
+        examples = select_columns(Table(origin, dataset.to_list(), dataset.column_names), columns, config_key)
+        decoded = _decode_class_labels(examples, dataset, columns, origin)
+        if decoded is None:
+            log.warning("%s has no labels (all %d, the hub's 'hidden'): left out", origin, HIDDEN_LABEL)
+            continue
+        splits[HUB_SPLIT_NAMES[hub_name]] = decoded
+    if "train" not in splits:
+        raise DataError(
+            f"the hub dataset {data.hub_id!r} has no training split (it has {sorted(loaded)}); "
+            "a task needs one named train."
+        )
     return splits
 
 
-def _rows_with_task_columns(dataset, data: DictConfig) -> list[dict]:
-    """Rename configured columns to canonical ones; ClassLabel integers become their names."""
-    rows = []
-    decoders = {}
-    for canonical, column in data.columns.items():
-        if column not in dataset.column_names:
-            raise DataError(
-                f"task.data.columns.{canonical}={column!r} is not a column of {data.hub_id!r}; "
-                f"it has {dataset.column_names}."
-            )
+def _decode_class_labels(examples: list[Example], dataset, columns: DictConfig, origin: str) -> list[Example] | None:
+    """ClassLabel integers -> their names, in place; None for a split whose labels are all hidden
+    (-1), which cannot be scored and is left out like a missing split."""
+    for canonical, column in columns.items():
+        if column is None:
+            continue
         feature = dataset.features[column]
         names = getattr(getattr(feature, "feature", feature), "names", None)
-        decoders[canonical] = (column, names)
-    for record in dataset:
-        row = {}
-        for canonical, (column, names) in decoders.items():
-            value = record[column]
-            if names is not None:
-                value = [names[v] for v in value] if isinstance(value, list) else names[value]
-            row[canonical] = value
-        rows.append(row)
-    return rows
+        if names is None:
+            continue
+        if all(example[canonical] == HIDDEN_LABEL for example in examples):
+            return None
+        for index, example in enumerate(examples):
+            example[canonical] = _label_names(example[canonical], names, f"{origin}, row {index + 1}")
+    return examples
+
+
+def _label_names(value: int | list[int], names: list[str], where: str) -> str | list[str]:
+    if isinstance(value, list):
+        return [names[v] for v in value]
+    if not 0 <= value < len(names):
+        raise DataError(f"{where}: label {value} is not one of the dataset's {len(names)} classes; drop that row.")
+    return names[value]

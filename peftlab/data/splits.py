@@ -1,11 +1,18 @@
-"""Find a dataset's train/validation/test files in a folder by their names, as datasets in the
-wild name them (`train.txt`, `dev.conll`, `valid.txt`, `test.csv`, `train_data.tsv`)."""
+"""Splits: find a dataset's train/validation/test files in a folder by their names, as datasets
+in the wild name them (`train.txt`, `dev.conll`, `valid.txt`, `test.csv`, `train_data.tsv`), read
+each with a format's reader, and carve a validation split from train where a dataset has none.
+The rule is the same for every task kind: train is required, validation is carved when missing,
+test is optional (the run then reports validation only and says so)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import Callable, Sized, TypeVar
 
-from peftlab.errors import DataError
+from peftlab.errors import ConfigError, DataError
+
+Split = TypeVar("Split", bound=Sized)
 
 # canonical split -> the file stems that mean it (compared case-insensitively)
 SPLIT_STEMS: dict[str, tuple[str, ...]] = {
@@ -72,3 +79,40 @@ def _no_train_file_message(folder: Path, extensions: tuple[str, ...]) -> str:
         f"Split files are recognised by name ({recognised}), alone or followed by '.', '_' or '-' "
         f"and more (e.g. train.txt, train_data.tsv), with suffix {suffixes}; rename the training file to match."
     )
+
+
+def read_split_files(
+    directory: str | Path, extensions: tuple[str, ...], read: Callable[[Path], Split], unit: str, expected: str
+) -> dict[str, Split]:
+    """{split: what `read` made of its file} for every split file in the folder. An empty split
+    is refused by file name: it is a failed download or a wrong file, never a choice. `unit`
+    names what the file should hold ("sentences", "rows") and `expected` how it should look."""
+    splits = {}
+    for split, path in find_split_files(directory, extensions).items():
+        content = read(path)
+        if not len(content):
+            raise DataError(
+                f"{path} (the {split} split) has no {unit}; {expected}. Put the data in that file or remove it."
+            )
+        splits[split] = content
+    return splits
+
+
+def carve_validation(train: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, validation): a fixed random `fraction` of the examples (at least one) becomes
+    validation, both keep the file order. The seed is the data seed, not the training seed, so
+    every method and every training seed is compared on the same held-out examples."""
+    if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ConfigError(
+            f"task.data.validation_fraction={fraction!r} must be in (0, 1): the share of the training "
+            "split held out for validation when the dataset has no validation split."
+        )
+    size = max(1, round(len(train) * fraction))
+    if size >= len(train):
+        raise DataError(
+            f"the training split has {len(train)} examples, too few to carve a validation split from "
+            f"(task.data.validation_fraction={fraction}). Add a validation file (dev/valid/validation) or more data."
+        )
+    held_out = set(random.Random(seed).sample(range(len(train)), size))
+    kept = [example for index, example in enumerate(train) if index not in held_out]
+    return kept, [example for index, example in enumerate(train) if index in held_out]

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from peft import PeftType
 
 from peftlab.errors import ConfigError
+from peftlab.params import in_modules
 
 
 ALL_LINEAR = "all_linear"  # a `targets` value: every linear layer of the body, never the head
@@ -25,7 +26,7 @@ class MethodContext:
     backbone_name: str
     pretrained: str  # resolved folder or hub id (prompt tuning initialises from its tokenizer)
     slots: dict[str, str]  # generic slot -> regex over the end of a module name
-    head_modules: list[str]  # top-level modules of the task head; they always train
+    head_modules: list[str]  # modules of the task head (`classifier`, `bert.pooler`); they always train
     peft_task_type: str  # peft.TaskType name for the task kind, e.g. TOKEN_CLS
     hidden_size: int
     max_positions: int  # position embeddings of the backbone
@@ -65,7 +66,7 @@ class MethodContext:
         return names
 
     def in_head(self, module_name: str) -> bool:
-        return module_name.split(".")[0] in self.head_modules
+        return in_modules(module_name, self.head_modules)
 
     def _slot_pattern(self, slot: str, config_key: str) -> re.Pattern[str]:
         if slot not in self.slots:

@@ -23,17 +23,20 @@ class Task:
 
     def __init__(self, task: DictConfig) -> None:
         self.config = task
+        self.notes: list[str] = []  # what prepare_data did that a reader of result.json must know
 
     def prepare_data(self) -> dict[str, list[dict]]:
         """{"train", "validation"[, "test"]: examples}. A missing test split is allowed: the run
-        then reports validation only and says so."""
+        then reports validation only and says so. `peftlab.data.sources.arrange_splits` applies
+        the rule every kind shares (validation carved from train when missing)."""
         raise NotImplementedError
 
     def build_model(self, backbone: DictConfig, quant: DictConfig) -> torch.nn.Module:
         raise NotImplementedError
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
-        """Top-level modules outside the pretrained body that have weights: the task head."""
+        """Top-level modules outside the pretrained body that have weights: the task head. The
+        run adds the modules inside the body that the head reads (`backbone.head_in_body`)."""
         return [
             name
             for name, child in model.named_children()

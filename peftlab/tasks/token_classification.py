@@ -19,12 +19,11 @@ from seqeval.scheme import IOB2
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
 from peftlab.backbones import load_model
-from peftlab.data.sources import load_splits, subsample
+from peftlab.data.sources import arrange_splits, load_splits
 from peftlab.errors import DataError
 from peftlab.tasks import Task
 
 IGNORED = -100  # the label id torch's cross-entropy skips
-REQUIRED_SPLITS = ("train", "validation", "test")
 
 
 def align_labels(word_ids: list[int | None], word_label_ids: list[int]) -> list[int]:
@@ -70,23 +69,14 @@ class TokenClassification(Task):
         self.labels: list[str] = []
 
     def prepare_data(self) -> dict[str, list[dict]]:
-        """Read, check and subsample the splits; fix the label set."""
+        """Read and check the splits, fix the label set on the full training split, then apply
+        the shared split rule and the subsample."""
         splits = load_splits(self.config.data)
-        for split in REQUIRED_SPLITS:
-            if not splits.get(split):
-                raise DataError(
-                    f"task {self.config.name!r} has no {split!r} split (or it is empty) in "
-                    f"{self._source()}; token classification needs train, validation and test."
-                )
         self.labels = list(self.config.labels) if self.config.labels is not None else label_set(splits["train"])
         for split, sentences in splits.items():
             self._check_tags(split, sentences)
-        seed = self.config.data_seed
-        return {
-            "train": subsample(splits["train"], self.config.max_train_samples, seed),
-            "validation": subsample(splits["validation"], self.config.max_eval_samples, seed),
-            "test": subsample(splits["test"], self.config.max_eval_samples, seed),
-        }
+        splits, self.notes = arrange_splits(splits, self.config)
+        return splits
 
     def build_model(self, backbone: DictConfig, quant: DictConfig) -> torch.nn.Module:
         return load_model(
