@@ -74,8 +74,8 @@ def cache_root() -> Path:
 def converted_gguf(gguf: Path) -> Path:
     """The cached conversion of a GGUF file, made on first use.
 
-    Reading a GGUF file means parsing its metadata and dequantizing every tensor in Python (about
-    half a minute for SmolLM2-135M on a laptop CPU); the safetensors copy loads in under a second.
+    Reading a GGUF file means parsing its metadata and dequantizing every tensor in Python (30 to
+    70 s for SmolLM2-135M on a 2-core CPU); the safetensors copy loads in under a second.
     The cache folder is keyed by the file's name, size and modification time, so a new file is
     converted again. The conversion is written to a temporary folder and renamed into place, so
     an interrupted conversion never leaves a folder that looks like a finished one."""

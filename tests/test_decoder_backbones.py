@@ -87,11 +87,13 @@ def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_lora_adapts_gpt2_conv1d_layers_and_learns(tiny_gen_config, tiny_gpt2):
-    cfg = tiny_gen_config("backbone=gpt2", f"backbone.pretrained={tiny_gpt2}", "method=lora", "method.r=2")
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_lora_and_dora_adapt_gpt2_conv1d_layers_and_learn(method, tiny_gen_config, tiny_gpt2):
+    cfg = tiny_gen_config("backbone=gpt2", f"backbone.pretrained={tiny_gpt2}", f"method={method}", "method.r=2")
     prepared = prepare(cfg)
     # c_attn: H -> 3H (q, k and v once), attn c_proj: H -> H, c_fc: H -> FFN, mlp c_proj: FFN -> H
-    assert prepared.params.method == LAYERS * 2 * ((H + 3 * H) + (H + H) + (H + FFN) + (FFN + H))
+    magnitudes = 3 * H + H + FFN + H if method == "dora" else 0
+    assert prepared.params.method == LAYERS * (2 * ((H + 3 * H) + (H + H) + (H + FFN) + (FFN + H)) + magnitudes)
     batch = prepared.task.collator(prepared.tokenizer)([prepared.encoded["train"][i] for i in range(8)])
     losses = optimizer_steps(prepared, batch, lr=1e-2, steps=6)
     assert losses[-1] < losses[0] * 0.9, losses

@@ -185,7 +185,7 @@ class Generation(Task):
         return load_model(AutoModelForCausalLM, backbone, quant)
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
-        """None: the LM head is the backbone's own output layer (see the module docstring)."""
+        """No task head: the LM head is the backbone's own output layer (see the module docstring)."""
         return []
 
     def encode(self, splits: dict[str, list[dict]], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
