@@ -3,7 +3,8 @@
 peft models save with `save_pretrained` (adapter + the head in modules_to_save; users can load
 it with `PeftModel.from_pretrained`). Methods of our own save exactly the trainable tensors to
 `trainable.safetensors`: for head-only the head, for BitFit the biases and the head, for
-adapters the adapters, for full fine-tuning every weight.
+adapters the adapters, for full fine-tuning every weight (a decoder's LM head tied to its input
+embeddings once, under the embedding's name: loading it restores both).
 """
 
 from __future__ import annotations

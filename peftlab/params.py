@@ -35,6 +35,8 @@ def in_modules(name: str, modules: list[str]) -> bool:
 
 
 def count_base(model: torch.nn.Module, head_modules: list[str]) -> BaseCount:
+    """`parameters()` yields a shared tensor once: a decoder's LM head tied to its input
+    embeddings is counted once, in the body (a causal LM has no task head)."""
     head = sum(p.numel() for name, p in model.named_parameters() if in_modules(name, head_modules))
     return BaseCount(base_total=sum(p.numel() for p in model.parameters()) - head, head_total=head)
 

@@ -15,7 +15,7 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from peftlab.backbones import body_modules_in_head, load_tokenizer, resolve_pretrained
+from peftlab.backbones import body_modules_in_head, load_tokenizer, model_source
 from peftlab.checkpoint import save_trained
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.measure import peak_memory, reset_peak_memory
@@ -76,7 +76,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     before = count_base(model, head)
     context = MethodContext(
         backbone_name=cfg.backbone.name,
-        pretrained=resolve_pretrained(cfg.backbone.pretrained),
+        pretrained=model_source(cfg.backbone),
         slots=dict(cfg.backbone.slots),
         head_modules=head,
         peft_task_type=task.peft_task_type,
@@ -86,6 +86,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     )
     model = apply_method(model, cfg.method, context)
     params = count_trainable(model, before, head)
+    _check_something_trains(cfg, params)
     log.info(
         "%s on %s with %s: %d trainable parameters (%.3f%% of %d; head %d)",
         cfg.method.name, cfg.task.name, cfg.backbone.name, params.trainable, params.trainable_pct,
@@ -192,6 +193,18 @@ def _check_trainer(trainer: DictConfig) -> None:
         problems.append("trainer.grad_accum must be >= 1")
     if problems:
         raise ConfigError("; ".join(problems) + ".")
+
+
+def _check_something_trains(cfg: DictConfig, params: ParamCount) -> None:
+    """Refuse a run that would train nothing: a method whose weights this backbone lacks (BitFit
+    on a model without biases) or that trains only the head of a task without one (head-only on
+    a causal LM, whose output layer is the pretrained LM head)."""
+    if params.trainable == 0:
+        raise ConfigError(
+            f"method {cfg.method.name!r} made 0 parameters trainable on backbone {cfg.backbone.name!r}, and "
+            f"task {cfg.task.name!r} has no head of its own that trains: nothing would learn. Choose a method "
+            "that trains or adds weights in the backbone, e.g. method=lora."
+        )
 
 
 def _identity(cfg: DictConfig, status: str, error: str | None = None) -> Result:

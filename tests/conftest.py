@@ -164,3 +164,142 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real dataset {name!r} not found at {path} (CI and developer machines have ../shared/data)")
     return path
+
+
+# --- decoders: a tiny Llama, prompt -> completion data, a tiny GGUF file -------------------
+
+GEN_PAIRS = [
+    ("review : a good film", "positive"),
+    ("review : a bad film", "negative"),
+    ("review : the great play", "positive"),
+    ("review : the awful play", "negative"),
+    ("review : a good game", "positive"),
+    ("review : a bad game", "negative"),
+    ("review : the great team", "positive"),
+    ("review : the awful team", "negative"),
+    ("review : good city", "positive"),
+    ("review : bad city", "negative"),
+    ("review : great river", "positive"),
+    ("review : awful river", "negative"),
+    ("review : a good report", "positive"),
+    ("review : a bad report", "negative"),
+    ("review : the great festival", "positive"),
+    ("review : the awful festival", "negative"),
+]
+GEN_WORDS = sorted({word for pair in GEN_PAIRS for word in " ".join(pair).split()} | {"cat", "dog", "<user>"})
+TINY_DECODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
+
+def tiny_word_tokenizer(words: list[str], chat_template: str | None = None):
+    """A fast word-level tokenizer with EOS and no pad token (like GPT-2 and Llama)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {word: i for i, word in enumerate(["<unk>", "</s>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>")
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide Llama (grouped-query attention, tied embeddings like SmolLM2) with
+    random weights and a word-level tokenizer, saved like a pretrained model.
+
+    Initialised with std 0.2, not 0.02: at 0.02, 32-wide tied embeddings keep every logit
+    within about ±0.6, so a method that leaves them frozen cannot fit anything."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    tokenizer = tiny_word_tokenizer(GEN_WORDS)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), max_position_embeddings=64, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=None, pad_token_id=None, initializer_range=0.2,
+        **TINY_DECODER,
+    )
+    torch.manual_seed(1234)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def gen_rows(pairs=GEN_PAIRS) -> list[dict]:
+    return [{"prompt": prompt, "completion": completion} for prompt, completion in pairs]
+
+
+@pytest.fixture
+def tiny_gen_config(tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch):
+    """compose(method=..., more overrides) -> config that trains the tiny Llama on GEN_PAIRS as
+    JSONL-style rows (train, validation and test alike), read in memory instead of from files."""
+    import peftlab.tasks.generation
+
+    splits = {split: gen_rows() for split in ("train", "validation", "test")}
+    monkeypatch.setattr(peftlab.tasks.generation, "load_splits", lambda data: splits)
+
+    def make(*overrides: str) -> DictConfig:
+        cfg = compose_config(
+            [
+                "task=jsonl_gen", "backbone=smollm2", f"backbone.pretrained={tiny_decoder}", "backbone.gguf_file=null",
+                "trainer=smoke", "task.max_length=32", "task.max_new_tokens=2", *overrides,
+            ]
+        )
+        with open_dict(cfg):
+            cfg.trainer.extra.use_cpu = True
+        return cfg
+
+    return make
+
+
+def write_tiny_gguf(path: Path, seed: int = 0) -> None:
+    """A 2-layer, 32-wide Llama as a GGUF file, the way llama.cpp writes one: byte-level BPE
+    tokenizer in the metadata, 8-bit quantized matrices, no output matrix (tied embeddings)."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter, quants
+
+    tokens = ["<unk>", "<s>", "</s>", *(chr(c) for c in range(97, 123)), "Ġ", "ab", "Ġc"]
+    hidden, ffn, layers, heads, kv_heads = 32, 64, 2, 4, 2
+    kv_width = kv_heads * hidden // heads
+    rng = np.random.default_rng(seed)
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_block_count(layers)
+    writer.add_context_length(64)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(hidden // heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))  # control tokens, then normal ones
+    writer.add_token_merges(["a b", "Ġ c"])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+
+    def tensor(name: str, *shape: int, quantized: bool = False) -> None:
+        values = (rng.standard_normal(shape) * 0.1).astype(np.float32)
+        if quantized:
+            writer.add_tensor(name, quants.quantize(values, GGMLQuantizationType.Q8_0), raw_dtype=GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(name, values)
+
+    tensor("token_embd.weight", len(tokens), hidden)
+    tensor("output_norm.weight", hidden)
+    for i in range(layers):
+        tensor(f"blk.{i}.attn_norm.weight", hidden)
+        tensor(f"blk.{i}.ffn_norm.weight", hidden)
+        for name, rows, columns in [("attn_q", hidden, hidden), ("attn_k", kv_width, hidden), ("attn_v", kv_width, hidden),
+                                    ("attn_output", hidden, hidden), ("ffn_gate", ffn, hidden), ("ffn_up", ffn, hidden),
+                                    ("ffn_down", hidden, ffn)]:
+            tensor(f"blk.{i}.{name}.weight", rows, columns, quantized=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

@@ -11,12 +11,21 @@ import torch
 from hydra.utils import get_method
 from omegaconf import DictConfig
 from peft import PeftType
+from transformers.pytorch_utils import Conv1D
 
 from peftlab.errors import ConfigError
 from peftlab.params import in_modules
 
 
 ALL_LINEAR = "all_linear"  # a `targets` value: every linear layer of the body, never the head
+# Layers peft wraps as linear: torch's Linear, and transformers' Conv1D (GPT-2), a linear layer
+# that stores its weight transposed (peft sets fan_in_fan_out for it).
+LINEAR_LAYERS: tuple[type[torch.nn.Module], ...] = (torch.nn.Linear, Conv1D)
+
+
+def output_features(layer: torch.nn.Module) -> int:
+    """Width of a linear layer's output, whichever of LINEAR_LAYERS it is."""
+    return layer.nf if isinstance(layer, Conv1D) else layer.out_features
 
 
 @dataclass(frozen=True)
@@ -26,44 +35,54 @@ class MethodContext:
     backbone_name: str
     pretrained: str  # resolved folder or hub id (prompt tuning initialises from its tokenizer)
     slots: dict[str, str]  # generic slot -> regex over the end of a module name
-    head_modules: list[str]  # modules of the task head (`classifier`, `bert.pooler`); they always train
+    head_modules: list[str]  # modules of the task head (`classifier`, `bert.pooler`; none for a causal LM)
     peft_task_type: str  # peft.TaskType name for the task kind, e.g. TOKEN_CLS
     hidden_size: int
     max_positions: int  # position embeddings of the backbone
     max_length: int  # longest tokenized input the task feeds it
+
+    @property
+    def modules_to_save(self) -> list[str] | None:
+        """The head for peft's `modules_to_save`; None, peft's own "nothing", when there is none."""
+        return list(self.head_modules) or None
 
     def modules_for(
         self,
         model: torch.nn.Module,
         slot_names: list[str] | str,
         config_key: str,
-        kind: type[torch.nn.Module] | None = torch.nn.Linear,
+        kinds: tuple[type[torch.nn.Module], ...] | None = LINEAR_LAYERS,
     ) -> list[str]:
-        """Full names of the body's modules in the given slots (never the task head).
+        """Full names of the body's modules in the given slots (never the task head), each once:
+        GPT-2 maps the q, k and v slots to its one fused layer.
 
-        `kind` filters by module type: linear layers for adapters and LoRA, any for norms."""
+        `kinds` filters by module type: linear layers for adapters and LoRA, None (any) for norms.
+        `all_linear` leaves out the output embeddings too: a causal LM has no separate head, and
+        its LM head (often tied to the input embeddings) is not a body layer to adapt."""
         if slot_names == ALL_LINEAR:
+            output_embeddings = model.get_output_embeddings()
             return [
                 name
                 for name, module in model.named_modules()
-                if isinstance(module, torch.nn.Linear) and not self.in_head(name)
+                if isinstance(module, LINEAR_LAYERS) and module is not output_embeddings and not self.in_head(name)
             ]
-        names = []
+        names: dict[str, None] = {}
         for slot in slot_names:
             pattern = self._slot_pattern(slot, config_key)
             matched = [
                 name
                 for name, module in model.named_modules()
-                if (kind is None or isinstance(module, kind)) and pattern.search(name) and not self.in_head(name)
+                if (kinds is None or isinstance(module, kinds)) and pattern.search(name) and not self.in_head(name)
             ]
             if not matched:
+                kind_names = "/".join(kind.__name__ for kind in kinds) if kinds else "module"
                 raise ConfigError(
                     f"{config_key}: slot {slot!r} maps to {self.slots[slot]!r} in backbone "
-                    f"{self.backbone_name!r}, which matches no {kind.__name__ if kind else 'module'} of the "
+                    f"{self.backbone_name!r}, which matches no {kind_names} of the "
                     f"model. Fix the slot map in conf/backbone/{self.backbone_name}.yaml."
                 )
-            names.extend(matched)
-        return names
+            names.update(dict.fromkeys(matched))
+        return list(names)
 
     def in_head(self, module_name: str) -> bool:
         return in_modules(module_name, self.head_modules)

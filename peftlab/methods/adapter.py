@@ -13,7 +13,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from peftlab.errors import ConfigError
-from peftlab.methods import MethodContext, require_range
+from peftlab.methods import MethodContext, output_features, require_range
 
 
 class Bottleneck(nn.Module):
@@ -37,9 +37,9 @@ def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) ->
         raise ConfigError(f"method.activation={method.activation!r} is unknown; use e.g. relu, gelu, silu.")
     for name in context.modules_for(model, method.placement, "method.placement"):
         layer = model.get_submodule(name)
-        layer.add_module("adapter", Bottleneck(layer.out_features, bottleneck, method.activation))
+        layer.add_module("adapter", Bottleneck(output_features(layer), bottleneck, method.activation))
         layer.register_forward_hook(_through_adapter)
-    for name in context.modules_for(model, method.train_norms, "method.train_norms", kind=None):
+    for name in context.modules_for(model, method.train_norms, "method.train_norms", kinds=None):
         model.get_submodule(name).requires_grad_(True)
     return model
 

@@ -23,7 +23,7 @@ def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) ->
     config = IA3Config(
         target_modules=targets,
         feedforward_modules=feedforward,
-        modules_to_save=list(context.head_modules),
+        modules_to_save=context.modules_to_save,
         task_type=context.peft_task_type,
     )
     return get_peft_model(model, config)

@@ -21,7 +21,7 @@ def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) ->
         lora_dropout=method.dropout,
         use_dora=method.use_dora,
         target_modules=context.modules_for(model, method.targets, "method.targets"),
-        modules_to_save=list(context.head_modules),
+        modules_to_save=context.modules_to_save,
         task_type=context.peft_task_type,
     )
     return get_peft_model(model, config)

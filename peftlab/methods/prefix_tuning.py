@@ -19,7 +19,7 @@ def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) ->
         num_virtual_tokens=method.num_virtual_tokens,
         prefix_projection=method.projection,
         encoder_hidden_size=method.projection_hidden,
-        modules_to_save=list(context.head_modules),
+        modules_to_save=context.modules_to_save,
         task_type=context.peft_task_type,
     )
     return get_peft_model(model, config)

@@ -26,7 +26,7 @@ def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) ->
         prompt_tuning_init=INITS[method.init],
         prompt_tuning_init_text=method.init_text,
         tokenizer_name_or_path=context.pretrained if method.init == "text" else None,
-        modules_to_save=list(context.head_modules),
+        modules_to_save=context.modules_to_save,
         task_type=context.peft_task_type,
     )
     return get_peft_model(model, config)

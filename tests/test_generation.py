@@ -1,0 +1,251 @@
+"""Generation with a decoder on the tiny Llama: how pairs are built and encoded (loss on the
+completion only), how batches are padded, how completions are generated and scored, and what
+a run reports. Scores are checked against values worked out by hand on outputs we control."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+import peftlab.tasks.generation
+from peftlab.errors import ConfigError, DataError
+from peftlab.run import execute, make_trainer, prepare
+from peftlab.tasks.generation import (
+    IGNORED,
+    CompletionCollator,
+    CompletionTooLong,
+    Generation,
+    encode_pair,
+    exact_match,
+    generate_completions,
+    rouge_l,
+    to_prompt_completion,
+)
+from tests.conftest import GEN_WORDS, compose_config, tiny_word_tokenizer
+
+BANKING_TEMPLATE = OmegaConf.create(
+    {"prompt": "Classify the banking query into one of the intents.\nQuery: {text}\nIntent:", "completion": " {label}"}
+)
+
+
+@pytest.fixture(scope="session")
+def echo_decoder(tiny_decoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama made predictable: every embedding row gets norm 100, which dwarfs what the
+    layers add to the residual stream (their inputs are normalised, their weights small), so the
+    last hidden state points along the last token's embedding; with tied embeddings of equal
+    norm, the most likely next token is then that token again (Cauchy-Schwarz). Greedy
+    generation repeats the prompt's last word. No weight is zero, so DoRA's norms stay finite."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_decoder)
+    with torch.no_grad():
+        embeddings = model.model.embed_tokens.weight
+        embeddings.mul_(100 / embeddings.norm(dim=1, keepdim=True))
+    folder = tmp_path_factory.mktemp("echo_llama")
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_decoder).save_pretrained(folder)
+    return folder
+
+
+# --- pairs from classification rows ---------------------------------------------------------
+
+
+def test_a_template_turns_a_classification_row_into_a_prompt_and_its_label_word():
+    pair = to_prompt_completion({"text": "Where is my card?", "label": "card_arrival"}, BANKING_TEMPLATE, {})
+    assert pair == {
+        "prompt": "Classify the banking query into one of the intents.\nQuery: Where is my card?\nIntent:",
+        "completion": " card_arrival",
+    }
+
+
+def test_integer_labels_become_their_words_and_braces_in_the_data_are_kept():
+    template = OmegaConf.create({"prompt": "Review: {text}\nSentiment:", "completion": " {label}"})
+    words = {"0": "negative", "1": "positive"}
+    assert to_prompt_completion({"text": "a {great} film", "label": "1"}, template, words) == {
+        "prompt": "Review: a {great} film\nSentiment:", "completion": " positive",
+    }
+    assert to_prompt_completion({"text": "dull", "label": 0}, template, words)["completion"] == " negative"
+
+
+def test_a_template_field_the_rows_lack_is_refused_with_the_fields_they_have():
+    template = OmegaConf.create({"prompt": "{sentence}", "completion": " {label}"})
+    with pytest.raises(ConfigError, match=r"task.template.*\['label', 'text'\]"):
+        to_prompt_completion({"text": "hi", "label": "x"}, template, {})
+
+
+# --- encoding and loss masking --------------------------------------------------------------
+
+
+def test_prompt_tokens_carry_minus_100_and_the_completion_and_eos_their_ids():
+    pair = encode_pair([5, 6, 7], [8, 9, 1], max_length=16)
+    assert pair == {"input_ids": [5, 6, 7, 8, 9, 1], "labels": [IGNORED] * 3 + [8, 9, 1], "prompt_length": 3}
+
+
+def test_a_long_pair_loses_the_start_of_its_prompt_never_the_completion_nor_the_bos():
+    pair = encode_pair([0, 11, 12, 13, 14], [8, 9, 1], max_length=6, keep_first=1)
+    assert pair["input_ids"] == [0, 13, 14, 8, 9, 1]
+    assert pair["labels"] == [IGNORED] * 3 + [8, 9, 1]
+    with pytest.raises(CompletionTooLong):
+        encode_pair([11, 12], [8, 9, 1], max_length=3)
+
+
+def test_encoded_splits_mask_the_prompt_and_the_collator_masks_the_padding(tiny_gen_config):
+    prepared = prepare(tiny_gen_config("method=lora"))
+    tokenizer = prepared.tokenizer
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id  # the tiny tokenizer has no pad token
+    first, second = prepared.encoded["train"][0], prepared.encoded["train"][8]
+    prompt = tokenizer("review : a good film\n")["input_ids"]
+    positive = tokenizer.convert_tokens_to_ids("positive")
+    assert first["input_ids"] == prompt + [positive, tokenizer.eos_token_id]
+    assert first["labels"] == [IGNORED] * len(prompt) + [positive, tokenizer.eos_token_id]
+    assert first["reference"] == "positive" and first["prompt_length"] == len(prompt)
+
+    batch = prepared.task.collator(tokenizer)([first, second])  # "review : good city" is one word shorter
+    assert batch["input_ids"].shape == batch["labels"].shape == (2, len(first["input_ids"]))
+    assert batch["attention_mask"][1].tolist() == [1] * len(second["input_ids"]) + [0]
+    assert batch["labels"][1].tolist() == second["labels"] + [IGNORED]
+    assert batch["labels"][1, len(second["input_ids"]) - 1] == tokenizer.eos_token_id  # EOS = pad, still learned
+
+
+def test_a_completion_that_fills_max_length_is_refused_with_the_example(tiny_gen_config):
+    with pytest.raises(DataError, match=r"example 0 of the 'train' split.*task.max_length=2"):
+        prepare(tiny_gen_config("method=lora", "task.max_length=2"))
+
+
+def test_the_chat_template_wraps_the_prompt_in_training_and_generation_alike():
+    chat = "{% for message in messages %}<user> {{ message['content'] }}{% endfor %} :"
+    task = Generation(compose_config(["task=jsonl_gen", "task.chat_template=true"]).task)
+    tokenizer = tiny_word_tokenizer(GEN_WORDS, chat_template=chat)
+    encoded = task.encode({"train": [{"prompt": "a good film", "completion": "positive"}]}, tokenizer)["train"][0]
+    words = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+    assert words == ["<user>", "a", "good", "film", ":", "positive", "</s>"]
+    assert encoded["prompt_length"] == 5
+
+    without = Generation(compose_config(["task=jsonl_gen", "task.chat_template=true"]).task)
+    with pytest.raises(ConfigError, match="task.chat_template=true"):
+        without.encode({"train": []}, tiny_word_tokenizer(GEN_WORDS))
+
+
+# --- configuration and data errors ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["task.rouge=false"], "task.primary_metric='rouge_l'"),
+        (["task.normalize=[strip,lowercase]"], "task.normalize has unknown steps ['lowercase']"),
+        (["task.max_new_tokens=0"], "task.max_new_tokens"),
+    ],
+)
+def test_settings_that_would_fail_after_training_are_refused_at_once(overrides, message):
+    with pytest.raises(ConfigError) as refused:
+        Generation(compose_config(["task=jsonl_gen", *overrides]).task)
+    assert message in str(refused.value)
+
+
+def test_classification_rows_without_a_template_are_refused_with_the_fix(tiny_gen_config, monkeypatch):
+    cfg = tiny_gen_config("method=lora")
+    rows = [{"text": "good", "label": "1"}]
+    monkeypatch.setattr(peftlab.tasks.generation, "load_splits", lambda data: {"train": rows, "validation": rows})
+    with pytest.raises(DataError, match=r"\['label', 'text'\], not prompt and completion.*task.template"):
+        prepare(cfg)
+
+
+def test_a_missing_validation_split_is_named(tiny_gen_config, monkeypatch):
+    cfg = tiny_gen_config("method=lora")
+    monkeypatch.setattr(peftlab.tasks.generation, "load_splits", lambda data: {"train": [{"prompt": "a", "completion": "b"}]})
+    with pytest.raises(DataError, match="no 'validation' split"):
+        prepare(cfg)
+
+
+def test_classification_configs_compose_and_build_label_word_pairs(monkeypatch):
+    rows = [{"text": "i loved it", "label": "1"}, {"text": "dull", "label": "0"}]
+    monkeypatch.setattr(peftlab.tasks.generation, "load_splits", lambda data: {"train": rows, "validation": rows})
+    task = Generation(compose_config(["task=sst2_gen"]).task)
+    pairs = task.prepare_data()["train"]
+    assert [pair["completion"] for pair in pairs] == [" positive", " negative"]
+    assert pairs[1]["prompt"].endswith("Review: dull\nSentiment:")
+    banking = compose_config(["task=banking77_gen"]).task
+    assert banking.data.format == "csv" and dict(banking.data.columns) == {"text": "text", "label": "category"}
+    assert banking.primary_metric == "exact_match" and not banking.rouge
+
+
+# --- scoring and generation -----------------------------------------------------------------
+
+
+def test_exact_match_normalises_both_sides():
+    predictions = [" Card_Arrival ", "card arrival", "exchange_rate", "top  up"]
+    references = ["card_arrival", "card_arrival", "exchange_rate", "top up"]
+    assert exact_match(predictions, references, ["strip", "casefold"]) == 0.5
+    assert exact_match(predictions, references, ["strip", "casefold", "squash_spaces"]) == 0.75
+    assert exact_match(predictions, references, []) == 0.25
+
+
+def test_rouge_l_is_the_mean_lcs_f1():
+    # LCS 2 of 3 predicted and 4 reference words: P 2/3, R 1/2, F 4/7; identical: 1; disjoint: 0
+    predictions = ["the cat sat", "a b", "x"]
+    references = ["the big cat ran", "a b", "y"]
+    assert rouge_l(predictions, references) == pytest.approx((4 / 7 + 1 + 0) / 3)
+
+
+def test_greedy_generation_pads_on_the_left_and_stops_at_eos(echo_decoder):
+    model = AutoModelForCausalLM.from_pretrained(echo_decoder)
+    tokenizer = AutoTokenizer.from_pretrained(echo_decoder)
+    ids = tokenizer.convert_tokens_to_ids
+    prompts = [ids(["review", ":", "film"]), ids(["dog"]), ids(["cat", "</s>"])]
+    generation = GenerationConfig(max_new_tokens=3, do_sample=False, pad_token_id=0, eos_token_id=tokenizer.eos_token_id)
+    completions = generate_completions(model, prompts, generation, batch_size=2)
+    assert completions == [ids(["film"] * 3), ids(["dog"] * 3), []]
+
+
+ECHO_ROWS = [  # the echo model answers each prompt's last word, twice (max_new_tokens=2)
+    {"prompt": "review : a good film", "completion": "film film"},  # exact; ROUGE-L 1
+    {"prompt": "review : a bad game", "completion": "game"},  # not exact; P 1/2, R 1, F 2/3
+    {"prompt": "review : the great play", "completion": "positive"},  # wrong; 0
+    {"prompt": "review : good city", "completion": "  City City "},  # exact after strip + casefold; 1
+]
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "full"])
+def test_evaluation_generates_through_the_method_and_scores_by_hand(method, echo_decoder, tiny_gen_config, monkeypatch, tmp_path):
+    """No method changes the echo model's answers before training (LoRA and DoRA start at
+    zero, (IA)^3 at one; virtual tokens and prefixes reach the last position only through the
+    layers' small outputs), so the scores are known by hand."""
+    cfg = tiny_gen_config(f"method={method}", f"backbone.pretrained={echo_decoder}")
+    splits = {"train": ECHO_ROWS, "validation": ECHO_ROWS}
+    monkeypatch.setattr(peftlab.tasks.generation, "load_splits", lambda data: splits)
+    prepared = prepare(cfg)
+    trainer = make_trainer(cfg, prepared, tmp_path)
+    metrics = prepared.task.evaluate(trainer, prepared.encoded["validation"], "validation")
+    assert metrics["validation_exact_match"] == 0.5
+    assert metrics["validation_rouge_l"] == pytest.approx((1 + 2 / 3 + 0 + 1) / 4)
+    assert metrics["validation_loss"] > 0
+    assert metrics["validation_runtime"] > 0
+
+
+def test_max_eval_samples_bounds_what_is_generated(tiny_gen_config):
+    prepared = prepare(tiny_gen_config("method=lora", "task.max_eval_samples=3"))
+    assert len(prepared.encoded["validation"]) == len(prepared.encoded["test"]) == 3
+    assert len(prepared.encoded["train"]) == 16
+
+
+# --- a whole run ----------------------------------------------------------------------------
+
+
+def test_a_run_learns_the_pairs_and_reports_generation_metrics(tiny_gen_config, tmp_path):
+    cfg = tiny_gen_config("method=lora", "trainer.max_steps=30", "trainer.batch_size=8", "trainer.lr=2e-2")
+    execute(cfg, tmp_path)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "ok" and result["task"] == "jsonl_gen" and result["primary_metric"] == "rouge_l"
+    params = result["params"]
+    assert params["head"] == 0 and params["trainable"] == params["method"] > 0
+    for split in ("validation", "test"):
+        assert set(result["metrics"][split]) == {"loss", "exact_match", "rouge_l"}
+    assert result["metrics"]["test"]["exact_match"] >= 0.75, result["metrics"]
+    losses = [point["train_loss"] for point in result["history"] if "train_loss" in point]
+    assert losses[-1] < losses[0] * 0.5, losses
+    assert (Path(result["checkpoint"]["path"]) / "adapter_model.safetensors").exists()
+    assert json.loads((Path(result["checkpoint"]["path"]) / "adapter_config.json").read_text())["modules_to_save"] is None
