@@ -4,6 +4,7 @@ an installed Python package (`pkg://PACKAGE/FOLDER`, for offline machines)."""
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from peftlab.errors import ConfigError
+from peftlab.quant import loading_arguments, prepare_loaded
 
 PACKAGE_SCHEME = "pkg://"
 
@@ -47,10 +49,16 @@ def load_model(auto_class: type, backbone: DictConfig, quant: DictConfig, **task
     kind loads through here, so weight sources and quantization work the same for all.
 
     fp32: on CPU, bf16 and fp16 math is ~20x slower than fp32, and fp32 is the honest
-    baseline on GPU too."""
-    return from_pretrained_or_explain(
-        auto_class.from_pretrained, backbone, revision=backbone.revision, dtype=torch.float32, **task_kwargs
+    baseline on GPU too. With `quant.bits` set, the body is quantized while it loads and the
+    head kept in float (peftlab/quant.py); the quantization arguments read the model's config
+    from the same source, so a failed download is explained the same way."""
+    quantization = from_pretrained_or_explain(
+        partial(loading_arguments, quant, auto_class), backbone, revision=backbone.revision, **task_kwargs
     )
+    model = from_pretrained_or_explain(
+        auto_class.from_pretrained, backbone, revision=backbone.revision, dtype=torch.float32, **quantization, **task_kwargs
+    )
+    return prepare_loaded(model, quant)
 
 
 def load_tokenizer(backbone: DictConfig) -> PreTrainedTokenizerBase:
