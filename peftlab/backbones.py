@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedTokenizerBase
 
 from peftlab.errors import ConfigError
+from peftlab.quant import loading_arguments, prepare_loaded
 
 log = logging.getLogger("peftlab")
 PACKAGE_SCHEME = "pkg://"
@@ -127,10 +129,19 @@ def load_model(auto_class: type, backbone: DictConfig, quant: DictConfig, **task
     kind loads through here, so weight sources and quantization work the same for all.
 
     fp32: on CPU, bf16 and fp16 math is ~20x slower than fp32, and fp32 is the honest
-    baseline on GPU too."""
-    return from_pretrained_or_explain(
-        auto_class.from_pretrained, backbone, revision=backbone.revision, dtype=torch.float32, **task_kwargs
+    baseline on GPU too. With `quant.bits` set, the body is quantized while it loads and the
+    head kept in float (peftlab/quant.py); the quantization arguments read the model's config
+    from the same source, so a failed download is explained the same way."""
+    quantization = from_pretrained_or_explain(
+        partial(loading_arguments, quant, auto_class, list(backbone.get("head_in_body") or [])),
+        backbone,
+        revision=backbone.revision,
+        **task_kwargs,
     )
+    model = from_pretrained_or_explain(
+        auto_class.from_pretrained, backbone, revision=backbone.revision, dtype=torch.float32, **quantization, **task_kwargs
+    )
+    return prepare_loaded(model, quant)
 
 
 def body_modules_in_head(model: torch.nn.Module, backbone: DictConfig) -> list[str]:

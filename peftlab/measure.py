@@ -1,6 +1,6 @@
-"""Peak memory of one run. Linux lets a process reset its resident-set high-water mark
-(/proc/self/clear_refs, 5), so runs of a sequential sweep in one process each get their own
-peak rather than the largest so far."""
+"""Memory of one run: the model's own bytes, and the process's peak. Linux lets a process reset
+its resident-set high-water mark (/proc/self/clear_refs, 5), so runs of a sequential sweep in
+one process each get their own peak rather than the largest so far."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from peftlab.quant import quantization_constants
 
 CLEAR_REFS = Path("/proc/self/clear_refs")
 STATUS = Path("/proc/self/status")
@@ -25,6 +27,17 @@ def reset_peak_memory() -> None:
 
 def peak_memory() -> dict[str, float | None]:
     return {"peak_rss_mb": _peak_rss_mb(), "peak_cuda_mb": _peak_cuda_mb()}
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes the model's weights take as stored: every parameter and buffer at its stored size
+    (a packed 4-bit weight at half a byte a value), plus the constants bitsandbytes keeps beside
+    quantized weights (scales, code books), which `PreTrainedModel.get_memory_footprint` leaves
+    out. Memory shared by several tensors (tied weights) counts once."""
+    tensors = [*model.parameters(), *model.buffers()]
+    tensors += quantization_constants(model)
+    stored = {(t.device, t.data_ptr()): t.numel() * t.element_size() for t in tensors}
+    return sum(stored.values())
 
 
 def _peak_rss_mb() -> float:

@@ -18,9 +18,10 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from peftlab.backbones import body_modules_in_head, load_tokenizer, model_source
 from peftlab.checkpoint import save_trained
 from peftlab.errors import ConfigError, PeftlabError
-from peftlab.measure import peak_memory, reset_peak_memory
+from peftlab.measure import model_bytes, peak_memory, reset_peak_memory
 from peftlab.methods import MethodContext, apply_method, prepended_positions
 from peftlab.params import ParamCount, count_base, count_trainable, in_modules
+from peftlab.quant import check_quantization, require_float_head, trainable_beside_quantized_base
 from peftlab.result import Result, git_sha, package_versions
 from peftlab.tasks import Task, build_task
 
@@ -58,11 +59,13 @@ class Prepared:
     model: torch.nn.Module
     params: ParamCount
     encoded: dict[str, Any]
+    model_bytes: int  # the model as loaded (base + head), before the method adds anything
 
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Seed, load the data and the backbone, freeze it, let the method in, count."""
     _check_trainer(cfg.trainer)
+    check_quantization(cfg.quant, cfg.method)
     transformers.set_seed(cfg.seed)  # before any module exists: head and adapter init repeat
 
     task = build_task(cfg.task)
@@ -71,6 +74,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     model = task.build_model(cfg.backbone, cfg.quant)
 
     head = task.head_modules(model) + body_modules_in_head(model, cfg.backbone)
+    require_float_head(model, head)
+    loaded_bytes = model_bytes(model)
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(in_modules(name, head))
     before = count_base(model, head)
@@ -92,19 +97,20 @@ def prepare(cfg: DictConfig) -> Prepared:
         cfg.method.name, cfg.task.name, cfg.backbone.name, params.trainable, params.trainable_pct,
         params.base_total + params.head, params.head,
     )
-    return Prepared(task, tokenizer, model, params, task.encode(splits, tokenizer))
+    return Prepared(task, tokenizer, model, params, task.encode(splits, tokenizer), loaded_bytes)
 
 
 def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Trainer:
-    return Trainer(
-        model=prepared.model,
-        args=training_arguments(cfg, output_dir),
-        train_dataset=prepared.encoded["train"],
-        eval_dataset=prepared.encoded["validation"],
-        data_collator=prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model)),
-        compute_metrics=prepared.task.compute_metrics,
-        preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
-    )
+    with trainable_beside_quantized_base(prepared.model):
+        return Trainer(
+            model=prepared.model,
+            args=training_arguments(cfg, output_dir),
+            train_dataset=prepared.encoded["train"],
+            eval_dataset=prepared.encoded["validation"],
+            data_collator=prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model)),
+            compute_metrics=prepared.task.compute_metrics,
+            preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
+        )
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Result:
@@ -139,7 +145,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
         "eval_seconds": sum(values[f"{split}_runtime"] for split, values in evaluated.items()),
         "torch_threads": torch.get_num_threads(),  # timings compare only at equal threads
     }
-    result.memory = peak_memory()
+    result.memory = {**peak_memory(), "model_bytes": prepared.model_bytes}
     result.checkpoint = {"path": str(checkpoint_dir), "size_bytes": checkpoint_bytes}
     scores = "  ".join(f"{split} {primary}={values[primary]:.4f}" for split, values in metrics.items() if values)
     log.info("%s  (train %.1fs)", scores, train_seconds)

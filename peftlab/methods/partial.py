@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from peftlab.errors import ConfigError
 from peftlab.methods import MethodContext
+from peftlab.quant import is_quantized
 
 
 def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) -> torch.nn.Module:
@@ -18,6 +19,11 @@ def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) ->
     patterns = [_compile(pattern, method.name) for pattern in method.train_params]
     for name, parameter in model.named_parameters():
         if not context.in_head(name) and any(pattern.search(name) for pattern in patterns):
+            if is_quantized(parameter):
+                raise ConfigError(
+                    f"method.train_params of method {method.name!r} selects {name}, which the quantized "
+                    "base stores packed and cannot train; narrow method.train_params or use quant=none."
+                )
             parameter.requires_grad_(True)
     return model
 
