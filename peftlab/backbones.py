@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from peftlab.errors import ConfigError
 from peftlab.quant import loading_arguments, prepare_loaded
@@ -110,7 +110,11 @@ def convert_gguf(gguf: Path, destination: Path) -> None:
 
     `GgufConfig(dequantize=True)` asks for plain dense weights: without it, transformers keeps
     the weights packed when a GGUF matmul kernel is installed, and a packed model neither trains
-    nor saves. Tied input/output embeddings stay tied (one tensor in the file)."""
+    nor saves; without a kernel, transformers dequantizes but still marks the model quantized and
+    refuses to save it. Tied input/output embeddings stay tied (one tensor in the file).
+    GgufConfig is imported here so that runs on other backbones never depend on it."""
+    from transformers import GgufConfig
+
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
     )

@@ -236,7 +236,7 @@ def test_max_eval_samples_bounds_what_is_generated(tiny_gen_config):
 
 
 def test_a_run_learns_the_pairs_and_reports_generation_metrics(tiny_gen_config, tmp_path):
-    cfg = tiny_gen_config("method=lora", "trainer.max_steps=30", "trainer.batch_size=8", "trainer.lr=2e-2")
+    cfg = tiny_gen_config("method=lora", "trainer.max_steps=20", "trainer.batch_size=8", "trainer.lr=2e-2")
     execute(cfg, tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "ok" and result["task"] == "jsonl_gen" and result["primary_metric"] == "rouge_l"
