@@ -28,13 +28,12 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerBase, Trainer
 
 from peftlab.backbones import load_model
-from peftlab.data.sources import load_splits, subsample
+from peftlab.data.sources import arrange_splits, load_splits
 from peftlab.errors import ConfigError, DataError
 from peftlab.tasks import Task
 
 log = logging.getLogger("peftlab")
 IGNORED = -100  # the label id torch's cross-entropy skips
-REQUIRED_SPLITS = ("train", "validation")
 NORMALIZERS: dict[str, Callable[[str], str]] = {
     "strip": str.strip,
     "casefold": str.casefold,
@@ -168,18 +167,12 @@ class Generation(Task):
         self._check_config()
 
     def prepare_data(self) -> dict[str, list[dict]]:
-        """Read the splits, turn every row into {prompt, completion}, subsample."""
+        """Read the splits, turn every row into {prompt, completion}, then the shared split rule
+        (validation carved from train when missing, test optional) and the subsample."""
         splits = load_splits(self.config.data)
-        for split in REQUIRED_SPLITS:
-            if not splits.get(split):
-                raise DataError(
-                    f"task {self.config.name!r} has no {split!r} split (or it is empty) in {self._source()}; "
-                    "generation needs train and validation (test is optional)."
-                )
-        return {
-            split: subsample(self._prompt_completion_rows(split, rows), self._limit(split), self.config.data_seed)
-            for split, rows in splits.items()
-        }
+        pairs = {split: self._prompt_completion_rows(split, rows) for split, rows in splits.items()}
+        arranged, self.notes = arrange_splits(pairs, self.config)
+        return arranged
 
     def build_model(self, backbone: DictConfig, quant: DictConfig) -> torch.nn.Module:
         return load_model(AutoModelForCausalLM, backbone, quant)
@@ -246,10 +239,6 @@ class Generation(Task):
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
         )
-
-    def _limit(self, split: str) -> int | None:
-        """max_eval_samples bounds validation and test, and with them the cost of generating."""
-        return self.config.max_train_samples if split == "train" else self.config.max_eval_samples
 
     def _prompt_completion_rows(self, split: str, rows: list[dict]) -> list[dict]:
         template = self.config.template
