@@ -154,11 +154,15 @@ def test_classification_rows_without_a_template_are_refused_with_the_fix(tiny_ge
         prepare(cfg)
 
 
-def test_a_missing_validation_split_is_named(tiny_gen_config, monkeypatch):
+def test_a_missing_validation_split_is_carved_from_train_and_noted(tiny_gen_config, monkeypatch):
     cfg = tiny_gen_config("method=lora")
-    monkeypatch.setattr(peftlab.tasks.generation, "load_splits", lambda data: {"train": [{"prompt": "a", "completion": "b"}]})
-    with pytest.raises(DataError, match="no 'validation' split"):
-        prepare(cfg)
+    rows = [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(20)]
+    monkeypatch.setattr(peftlab.tasks.generation, "load_splits", lambda data: {"train": rows})
+    task = Generation(cfg.task)
+    splits = task.prepare_data()
+    assert len(splits["validation"]) == 2 and len(splits["train"]) == 18 and "test" not in splits
+    assert not {r["prompt"] for r in splits["validation"]} & {r["prompt"] for r in splits["train"]}
+    assert "no validation split" in task.notes[0]
 
 
 def test_classification_configs_compose_and_build_label_word_pairs(monkeypatch):
