@@ -110,16 +110,16 @@ def compose_config(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
-@pytest.fixture
-def tiny_config(tiny_backbone: Path, tiny_ner_dir: Path):
-    """compose(method=..., more overrides) -> config that trains the tiny model on tiny data."""
+def tiny_composer(task: str, data_dir: Path, backbone: Path):
+    """compose(more overrides) -> config that trains the tiny model `backbone` on `data_dir`
+    with `task`, on CPU, with the smoke trainer."""
 
     def make(*overrides: str) -> DictConfig:
         cfg = compose_config(
             [
-                "task=conll2003",
-                f"task.data.path={tiny_ner_dir}",
-                f"backbone.pretrained={tiny_backbone}",
+                f"task={task}",
+                f"task.data.path={data_dir}",
+                f"backbone.pretrained={backbone}",
                 "trainer=smoke",
                 "task.max_length=32",
                 *overrides,
@@ -130,28 +130,18 @@ def tiny_config(tiny_backbone: Path, tiny_ner_dir: Path):
         return cfg
 
     return make
+
+
+@pytest.fixture
+def tiny_config(tiny_backbone: Path, tiny_ner_dir: Path):
+    """compose(method=..., more overrides) -> config that trains the tiny model on tiny data."""
+    return tiny_composer("conll2003", tiny_ner_dir, tiny_backbone)
 
 
 @pytest.fixture
 def tiny_cls_config(tiny_backbone: Path, tiny_cls_dir: Path):
     """compose(method=..., more overrides) -> config that classifies the tiny data with the tiny model."""
-
-    def make(*overrides: str) -> DictConfig:
-        cfg = compose_config(
-            [
-                "task=classification",
-                f"task.data.path={tiny_cls_dir}",
-                f"backbone.pretrained={tiny_backbone}",
-                "trainer=smoke",
-                "task.max_length=32",
-                *overrides,
-            ]
-        )
-        with open_dict(cfg):
-            cfg.trainer.extra.use_cpu = True
-        return cfg
-
-    return make
+    return tiny_composer("classification", tiny_cls_dir, tiny_backbone)
 
 
 def method_names() -> list[str]:

@@ -17,7 +17,6 @@ from peftlab.errors import ConfigError, DataError
 from peftlab.run import execute, make_trainer, prepare
 from peftlab.tasks.generation import (
     IGNORED,
-    CompletionCollator,
     CompletionTooLong,
     Generation,
     encode_pair,

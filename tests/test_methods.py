@@ -89,11 +89,12 @@ def test_trainable_count_matches_an_independent_formula(method, tiny_config):
     assert prepared.params.base_total == body_parameters(cfg)
 
 
-@pytest.mark.parametrize("method", method_names())
-def test_training_moves_only_what_the_method_owns_and_the_loss_falls(method, tiny_config, tmp_path):
-    cfg = tiny_config(f"method={method}")
+def audit_training(cfg, checkpoint_dir, batch_size: int = 6):
+    """Train on one batch and check what every method promises: the loss falls, every frozen
+    parameter is bit-identical, every trainable one moved, and the checkpoint restores the
+    trained logits. Returns (prepared, batch, trained logits) for method-specific checks."""
     prepared = prepare(cfg)
-    batch = fixed_batch(prepared)
+    batch = fixed_batch(prepared, batch_size)
     frozen = {n: p.detach().clone() for n, p in prepared.model.named_parameters() if not p.requires_grad}
     trainable = {n: p.detach().clone() for n, p in prepared.model.named_parameters() if p.requires_grad}
 
@@ -105,10 +106,27 @@ def test_training_moves_only_what_the_method_owns_and_the_loss_falls(method, tin
     assert [n for n, before in trainable.items() if torch.equal(before, now[n].detach())] == []
 
     trained_logits = logits(prepared.model, batch)
-    save_trained(prepared.model, tmp_path / "checkpoint")
-    restored = load_trained(prepare(cfg).model, tmp_path / "checkpoint")
+    save_trained(prepared.model, checkpoint_dir)
+    restored = load_trained(prepare(cfg).model, checkpoint_dir)
     assert torch.allclose(trained_logits, logits(restored, batch), atol=1e-6)
+    return prepared, batch, trained_logits
 
+
+def assert_zero_init_is_identity(cfg, batch_size: int = 6) -> None:
+    """A method whose new weights start at zero must leave the model's outputs unchanged until
+    the first step (prompt and prefix tuning add context from the start by design: skipped)."""
+    prepared = prepare(cfg)
+    if isinstance(prepared.model, PeftModel) and prepared.model.active_peft_config.is_prompt_learning:
+        pytest.skip("prompt and prefix tuning add context from the first step by design")
+    transformers.set_seed(cfg.seed)
+    frozen = prepared.task.build_model(cfg.backbone, cfg.quant)  # same seed: the same head initialisation
+    batch = fixed_batch(prepared, batch_size)
+    assert torch.allclose(logits(prepared.model, batch), logits(frozen, batch), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_training_moves_only_what_the_method_owns_and_the_loss_falls(method, tiny_config, tmp_path):
+    prepared, batch, trained_logits = audit_training(tiny_config(f"method={method}"), tmp_path / "checkpoint")
     model = prepared.model
     if isinstance(model, PeftModel) and not model.active_peft_config.is_prompt_learning:
         merged = model.merge_and_unload()
@@ -117,15 +135,7 @@ def test_training_moves_only_what_the_method_owns_and_the_loss_falls(method, tin
 
 @pytest.mark.parametrize("method", method_names())
 def test_methods_that_start_at_zero_change_nothing_before_the_first_step(method, tiny_config):
-    cfg = tiny_config(f"method={method}")
-    prepared = prepare(cfg)
-    model = prepared.model
-    if isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning:
-        pytest.skip("prompt and prefix tuning add context from the first step by design")
-    transformers.set_seed(cfg.seed)
-    frozen = prepared.task.build_model(cfg.backbone, cfg.quant)  # same seed: the same head initialisation
-    batch = fixed_batch(prepared)
-    assert torch.allclose(logits(model, batch), logits(frozen, batch), atol=1e-6)
+    assert_zero_init_is_identity(tiny_config(f"method={method}"))
 
 
 def test_prompt_tuning_keeps_labels_and_predictions_on_the_real_tokens(tiny_config, tmp_path):

@@ -9,16 +9,22 @@ import re
 import numpy as np
 import pytest
 import torch
-import transformers
-from peft import PeftModel
 from transformers import EvalPrediction
 
-from peftlab.checkpoint import TRAINABLE_FILE, load_trained, save_trained
+from peftlab.checkpoint import TRAINABLE_FILE, save_trained
 from peftlab.methods import prepended_positions
 from peftlab.run import make_trainer, prepare
 from peftlab.tasks.sequence_classification import classification_metrics
 from tests.conftest import TINY_CLASSIFIED, method_names, write_csv
-from tests.test_methods import EXPECTED_METHOD_PARAMETERS, H, body_parameters, fixed_batch, logits, optimizer_steps
+from tests.test_methods import (
+    EXPECTED_METHOD_PARAMETERS,
+    H,
+    assert_zero_init_is_identity,
+    audit_training,
+    body_parameters,
+    fixed_batch,
+    logits,
+)
 
 LABELS = 2  # person / other
 POOLER = H * H + H  # BERT's pooler: dense H -> H, read by the classifier and counted as head
@@ -52,22 +58,7 @@ def test_head_is_pooler_plus_classifier_and_method_counts_match_the_formulas(met
 
 @pytest.mark.parametrize("method", method_names())
 def test_every_method_moves_only_what_it_owns_and_restores_from_its_checkpoint(method, tiny_cls_config, tmp_path):
-    cfg = tiny_cls_config(f"method={method}")
-    prepared = prepare(cfg)
-    batch = fixed_batch(prepared, 8)
-    frozen = {n: p.detach().clone() for n, p in prepared.model.named_parameters() if not p.requires_grad}
-    trainable = {n: p.detach().clone() for n, p in prepared.model.named_parameters() if p.requires_grad}
-
-    losses = optimizer_steps(prepared, batch, lr=1e-2, steps=8)
-
-    assert losses[-1] < losses[0] * 0.9, losses
-    now = dict(prepared.model.named_parameters())
-    assert [n for n, before in frozen.items() if not torch.equal(before, now[n])] == []
-    assert [n for n, before in trainable.items() if torch.equal(before, now[n].detach())] == []
-    trained_logits = logits(prepared.model, batch)
-    save_trained(prepared.model, tmp_path / "checkpoint")
-    restored = load_trained(prepare(cfg).model, tmp_path / "checkpoint")
-    assert torch.allclose(trained_logits, logits(restored, batch), atol=1e-6)
+    audit_training(tiny_cls_config(f"method={method}"), tmp_path / "checkpoint", batch_size=8)
 
 
 # what of the body (pooler excluded) each method trains in place
@@ -105,14 +96,7 @@ def test_head_only_checkpoint_holds_exactly_pooler_and_classifier(tiny_cls_confi
 
 @pytest.mark.parametrize("method", method_names())
 def test_methods_that_start_at_zero_change_nothing_before_the_first_step(method, tiny_cls_config):
-    cfg = tiny_cls_config(f"method={method}")
-    prepared = prepare(cfg)
-    if isinstance(prepared.model, PeftModel) and prepared.model.active_peft_config.is_prompt_learning:
-        pytest.skip("prompt and prefix tuning add context from the first step by design")
-    transformers.set_seed(cfg.seed)
-    frozen = prepared.task.build_model(cfg.backbone, cfg.quant)
-    batch = fixed_batch(prepared)
-    assert torch.allclose(logits(prepared.model, batch), logits(frozen, batch), atol=1e-6)
+    assert_zero_init_is_identity(tiny_cls_config(f"method={method}"))
 
 
 # --- metrics -----------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ file such as Banking77's categories.json, or pinned by task.labels."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
