@@ -1,7 +1,7 @@
 """Markdown table comparing quantized bases from the result.json files under a folder: one row
 per run, for the same method and task at different `quant` settings.
 
-    python benchmarks/summarize_quant.py benchmarks/results/wnut17_quantization > benchmarks/results/wnut17_quantization.md
+    python benchmarks/summarize_quant.py benchmarks/results/wnut17_minilm_quantization > benchmarks/results/wnut17_minilm_quantization.md
 
 `s/step` is the effective batch (batch size x gradient accumulation) over the samples per second
 that transformers reports, so a short last batch of an epoch counts as a full one.
@@ -14,13 +14,16 @@ from pathlib import Path
 
 from peftlab.result import RESULT_FILE, Result
 
-COLUMNS = ("quant", "method", "seed", "test", "validation", "model MB", "peak RSS MB", "peak CUDA MB", "s/step", "train s")
+COLUMNS = (
+    "quant", "method", "seed", "test", "validation", "model MB", "× none", "peak RSS MB", "peak CUDA MB", "s/step", "train s",
+)
 ORDER = {"none": 0, "int8": 1, "nf4": 2}  # most bits first; other quant files after, by name
 
 
-def row(result: Result) -> list[str]:
+def row(result: Result, float_bytes: int | None) -> list[str]:
+    """One run; `float_bytes` is the model size of the same method and seed at quant=none."""
     if result.status != "ok":
-        return [result.quant, result.method, str(result.seed), "failed: " + (result.error or "").splitlines()[0]] + [""] * 7
+        return [result.quant, result.method, str(result.seed), "failed: " + (result.error or "").splitlines()[0]] + [""] * 8
     primary = result.primary_metric
     trainer = result.config["trainer"]
     test = result.metrics["test"] or {}
@@ -32,6 +35,7 @@ def row(result: Result) -> list[str]:
         f"{100 * test[primary]:.2f}" if test else "",
         f"{100 * result.metrics['validation'][primary]:.2f}",
         f"{result.memory['model_bytes'] / 2**20:.1f}",
+        f"{result.memory['model_bytes'] / float_bytes:.2f}" if float_bytes else "",
         f"{result.memory['peak_rss_mb']:.0f}",
         f"{cuda:.0f}" if cuda is not None else "",
         f"{trainer['batch_size'] * trainer['grad_accum'] / result.timing['train_samples_per_second']:.3f}",
@@ -54,7 +58,10 @@ def table(folder: Path) -> str:
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
-    lines += ["| " + " | ".join(row(result)) + " |" for result in results]
+    float_bytes = {
+        (r.method, r.seed): r.memory["model_bytes"] for r in results if r.status == "ok" and r.quant == "none"
+    }
+    lines += ["| " + " | ".join(row(result, float_bytes.get((result.method, result.seed)))) + " |" for result in results]
     return "\n".join(lines) + "\n"
 
 
