@@ -66,8 +66,8 @@ def test_lora_on_a_few_dozen_banking77_queries_as_generation(tmp_path):
     cfg = compose_config(
         [
             "task=banking77_gen", f"task.data.path={shared_data('banking77')}", "backbone=smollm2", "method=lora",
-            "task.max_train_samples=48", "task.max_eval_samples=16", "trainer.max_steps=12", "trainer.batch_size=8",
-            "trainer.eval_batch_size=16", "trainer.logging_steps=2", "trainer.progress_bar=false", "trainer.eval_strategy=no",
+            "task.max_train_samples=32", "task.max_eval_samples=8", "trainer.max_steps=8", "trainer.batch_size=4",
+            "trainer.eval_batch_size=8", "trainer.logging_steps=2", "trainer.progress_bar=false", "trainer.eval_strategy=no",
         ]
     )
     try:
@@ -89,8 +89,8 @@ def test_prefix_tuning_on_a_few_dozen_sst2_reviews_as_generation(tmp_path):
     cfg = compose_config(
         [
             "task=sst2_gen", f"task.data.path={shared_data('sst2')}", "backbone=smollm2", "method=prefix_tuning",
-            "task.max_train_samples=48", "task.max_eval_samples=16", "trainer.max_steps=12", "trainer.batch_size=8",
-            "trainer.eval_batch_size=16", "trainer.logging_steps=2", "trainer.progress_bar=false", "trainer.eval_strategy=no",
+            "task.max_train_samples=32", "task.max_eval_samples=8", "trainer.max_steps=8", "trainer.batch_size=4",
+            "trainer.eval_batch_size=8", "trainer.logging_steps=2", "trainer.progress_bar=false", "trainer.eval_strategy=no",
         ]
     )
     try:

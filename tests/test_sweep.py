@@ -100,12 +100,14 @@ def test_torchrun_trains_one_run_on_two_processes_and_only_rank_zero_writes(tiny
 
     run_dir = tmp_path / "run"
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    # torchrun sets OMP_NUM_THREADS=1 per process only where the caller has not set it
+    inherited = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     completed = subprocess.run(
         [torchrun, "--nproc_per_node=2", "-m", "peftlab", "task=conll2003", f"task.data.path={tiny_ner_dir}",
          f"backbone.pretrained={tiny_backbone}", "trainer=smoke", "task.max_length=32", "+trainer.extra.use_cpu=true",
          "method=lora", f"hydra.run.dir={run_dir}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**inherited, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.count("result: ") == 1
