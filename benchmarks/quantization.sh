@@ -18,11 +18,11 @@ case "$SETUP" in
         NAME=wnut17_minilm_quantization
         ARGS=(task=wnut17 task.data.path="$DATA/wnut17" backbone=minilm trainer.epochs=1 trainer.batch_size=8) ;;
     smollm2)
-        # 77 intents, 500 training queries (about 6 per intent), 200 validation and 200 test
-        # queries generated greedily: a subset, so that three runs fit a 2-core CPU in an hour.
+        # 77 intents, 240 training queries (about 3 per intent), 120 validation and 120 test
+        # queries generated greedily: a small subset, so that three runs fit a 2-core CPU in 20 minutes.
         NAME=banking77_gen_smollm2_quantization
         ARGS=(task=banking77_gen task.data.path="$DATA/banking77" backbone=smollm2
-              task.max_train_samples=500 task.max_eval_samples=200 trainer.epochs=1 trainer.batch_size=8) ;;
+              task.max_train_samples=240 task.max_eval_samples=120 trainer.epochs=1 trainer.batch_size=8) ;;
     *) echo "unknown setup '$SETUP': use minilm or smollm2" >&2; exit 2 ;;
 esac
 OUT=${OUT:-benchmarks/results/$NAME}
@@ -32,6 +32,7 @@ for QUANT in none int8 nf4; do
         "${ARGS[@]}" method=lora quant="$QUANT" trainer.eval_strategy=no trainer.progress_bar=false seed=0 "$@" \
         hydra.run.dir="$OUT/$QUANT"
 done
-{ echo "Made by \`benchmarks/quantization.sh $SETUP $*\` ($(nproc) CPU cores, $(date -u +%Y-%m-%d))."; echo
+COMMAND=$(echo "benchmarks/quantization.sh $SETUP $*" | sed "s/ *$//")
+{ echo "Made by \`$COMMAND\` ($(nproc) CPU cores, $(date -u +%Y-%m-%d))."; echo
   python benchmarks/summarize_quant.py "$OUT"; } > "$OUT.md"
 cat "$OUT.md"
