@@ -206,3 +206,20 @@ def test_out_of_range_hyperparameters_are_refused_before_training(overrides, key
     with pytest.raises(ConfigError) as refused:
         prepare(tiny_config(*overrides))
     assert key in str(refused.value) and allowed in str(refused.value)
+
+
+def test_prefix_tuning_refuses_an_encoder_without_past_key_values_before_training():
+    """DistilBERT's forward has never taken `past_key_values` (BERT's lost the name in
+    transformers 5.24): the refusal names the versions and the fix instead of failing in peft."""
+    from peftlab.methods.prefix_tuning import require_past_key_values
+
+    config = transformers.DistilBertConfig(vocab_size=50, dim=H, n_layers=1, n_heads=2, hidden_dim=FFN, num_labels=3)
+    distilbert = transformers.DistilBertForTokenClassification(config)
+    with pytest.raises(ConfigError) as refused:
+        require_past_key_values(distilbert, "distilbert")
+    message = str(refused.value)
+    for named in ("past_key_values", transformers.__version__, "make install", "method=lora"):
+        assert named in message
+    bert = transformers.BertForTokenClassification(transformers.BertConfig(
+        vocab_size=50, hidden_size=H, num_hidden_layers=1, num_attention_heads=2, intermediate_size=FFN))
+    require_past_key_values(bert, "bert")  # the locked transformers: BERT takes the prefix
