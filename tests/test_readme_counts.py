@@ -48,4 +48,5 @@ def test_the_readme_method_counts_are_what_peftlab_counts_on_minilm():
     stated = readme_method_counts()
     wrong = {method: f"README {stated[method]:,}, counted {counted[method]:,}"
              for method in counted if stated.get(method) != counted[method]}
-    assert not wrong, f"fix the README's method table (python benchmarks/param_counts.py {' '.join(script.README_OVERRIDES)}): {wrong}"
+    command = f"python benchmarks/param_counts.py {' '.join(script.README_OVERRIDES)}"
+    assert not wrong, f"fix the README's method table ({command}): {wrong}"

@@ -31,18 +31,18 @@ Splits = dict[str, list[Example]]
 @dataclass(frozen=True)
 class LocalFormat:
     read_dir: Callable[[Path], dict[str, Any]]
+    extensions: tuple[str, ...]  # of the split files `read_dir` reads: exactly those are fingerprinted
     named_columns: bool  # rows keyed by the file's own column names, mapped through task.data.columns
-    extensions: tuple[str, ...]  # the split files `read_dir` reads, so that exactly those are fingerprinted
 
 
 # task.data.format -> reader of a local folder. Fixed layouts (conll, label_text) give canonical
 # examples; the others keep the file's column names until task.data.columns maps them.
 LOCAL_FORMATS: dict[str, LocalFormat] = {
-    "conll": LocalFormat(read_conll_dir, named_columns=False, extensions=CONLL_EXTENSIONS),
-    "label_text": LocalFormat(read_label_text_dir, named_columns=False, extensions=LABEL_TEXT_EXTENSIONS),
-    "csv": LocalFormat(read_csv_dir, named_columns=True, extensions=CSV_EXTENSIONS),
-    "tsv": LocalFormat(read_tsv_dir, named_columns=True, extensions=TSV_EXTENSIONS),
-    "jsonl": LocalFormat(read_jsonl_dir, named_columns=True, extensions=JSONL_EXTENSIONS),
+    "conll": LocalFormat(read_conll_dir, CONLL_EXTENSIONS, named_columns=False),
+    "label_text": LocalFormat(read_label_text_dir, LABEL_TEXT_EXTENSIONS, named_columns=False),
+    "csv": LocalFormat(read_csv_dir, CSV_EXTENSIONS, named_columns=True),
+    "tsv": LocalFormat(read_tsv_dir, TSV_EXTENSIONS, named_columns=True),
+    "jsonl": LocalFormat(read_jsonl_dir, JSONL_EXTENSIONS, named_columns=True),
 }
 # The demo needs no folder: peftlab makes it.
 GENERATED: dict[str, Callable[[], Splits]] = {
