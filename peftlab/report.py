@@ -1,9 +1,13 @@
 """`python -m peftlab.report DIR [--out OUTDIR]`: the comparison a sweep was run for, read from
 its result.json files only (never a model), so it can be regenerated wherever the files are copied.
 
-One table per task, dataset, backbone and quantization (numbers from different ones are never
-pooled), one row per method: trainable parameters, the primary metric as mean ± sample std over
-seeds, the gap to full fine-tuning, memory, time and checkpoint size. Writes report.md, a
+One table per set of runs that differ only in method and seed (peftlab/comparison.py: task,
+dataset and its fingerprint, model source, subsample, data seed, max length, quantization; numbers
+from different ones are never pooled), one row per method: trainable parameters, the primary
+metric as mean ± sample std over seeds, the gap to full fine-tuning, memory, time and checkpoint
+size. Beside the numbers, what a reader must know before acting on them: a Δ against full
+fine-tuning trained on another budget, a run still improving when it stopped, seeds that split
+into learned and not, the runs' own notes and the examples actually used. Writes report.md, a
 self-contained report.html, results.csv (one row per run) and, with matplotlib (the `report`
 extra), pareto.png and curves.png.
 
@@ -25,10 +29,25 @@ import statistics
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftlab.comparison import (
+    BUDGET_SETTINGS,
+    DEFAULT_BIMODAL_RATIO,
+    DEFAULT_CONVERGED_DELTA,
+    FINGERPRINT,
+    GROUP_SETTINGS,
+    MIN_EVALUATIONS,
+    UNKNOWN,
+    budget_differences,
+    convergence,
+    group_settings,
+    is_bimodal,
+    quant_keys,
+    raw_setting,
+)
 from peftlab.errors import PeftlabError
 from peftlab.result import RESULT_FILE
 
@@ -44,8 +63,25 @@ MARKDOWN_FILE, HTML_FILE, CSV_FILE = "report.md", "report.html", "results.csv"
 PARETO_FILE, CURVES_FILE = "pareto.png", "curves.png"
 MISSING = "n/a"
 VALIDATION_MARK = "†"
+BUDGET_MARK = "*"
+FLAG = "⚠"
+SPLITS = ("train", "validation", "test")
+CONVERGENCE_WORDS = {True: "converged", False: "not converged", None: "unknown"}
+EVAL_SUBSAMPLE = "task.max_eval_samples"
 
-GroupKey = tuple[str, str, str, str, str]
+Settings = tuple[tuple[str, str], ...]
+GroupKey = tuple[str, str, str, str, str, Settings]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The report's judgement calls, each a command-line option (peftlab/comparison.py has the
+    rules): points a run may still gain over its last two evaluations and count as converged
+    (`--converged-delta`), and the lowest seed's share of the highest below which a method's
+    seeds are flagged bimodal (`--bimodal-ratio`)."""
+
+    converged_delta: float = DEFAULT_CONVERGED_DELTA
+    bimodal_ratio: float = DEFAULT_BIMODAL_RATIO
 
 
 class NoResultsError(PeftlabError):
@@ -140,6 +176,7 @@ class MethodRow:
 
     method: str
     seeds: list[int]
+    scores: list[float]  # the primary metric of each run, in seed order
     trainable: float | None
     trainable_pct: float | None
     metric_mean: float
@@ -150,6 +187,11 @@ class MethodRow:
     train_seconds: float | None
     samples_per_second: float | None
     checkpoint_mb: float | None
+    budget_differences: list[str] = field(default_factory=list)  # vs full's budget: its Δ is marked
+    not_converged: list[tuple[int, float]] = field(default_factory=list)  # (seed, points gained at the end)
+    convergence_unknown: list[tuple[int, int]] = field(default_factory=list)  # (seed, evaluations)
+    bimodal: bool = False
+    note_marks: list[int] = field(default_factory=list)  # numbers of the group's run notes its runs carry
 
     @property
     def n(self) -> int:
@@ -158,24 +200,48 @@ class MethodRow:
 
 @dataclass
 class Group:
-    """The successful runs of one task, dataset, backbone, quantization and primary metric: the
-    only runs whose numbers may be compared with each other."""
+    """The successful runs that differ only in method and seed (same task, dataset contents,
+    backbone and model source, quantization, subsample, data seed, max length and primary
+    metric): the only runs whose numbers may be compared with each other."""
 
     task: str
     dataset: str
     backbone: str
     quant: str
     primary_metric: str
+    settings: Settings  # (config key, value) that every run here shares, comparison.group_settings
     split: str  # "test", or "validation" when some run of the group has no test split
     runs_without_test: int
     rows: list[MethodRow]
     best: list[tuple[float | None, MethodRow | None]]  # (budget in % trainable, best row) per budget
     notes: list[str]
     curves: dict[str, list[tuple[float, float]]]  # method -> (step, validation metric in points)
+    data_sizes: dict[str, list[int]]  # split -> the example counts its runs recorded (one, normally)
+    run_notes: list[str]  # result.json notes, numbered in order: "[1] who: what"
+    checks: list[str]  # convergence and bimodality, in words
+    distinguishing: Settings = ()  # settings that tell this table from another with the same heading
 
     @property
     def key(self) -> GroupKey:
-        return (self.task, self.dataset, self.backbone, self.quant, self.primary_metric)
+        return (self.task, self.dataset, self.backbone, self.quant, self.primary_metric, self.settings)
+
+    @property
+    def budget_warnings(self) -> list[str]:
+        return [f"`{row.method}`: {', '.join(row.budget_differences)}" for row in self.rows if row.budget_differences]
+
+    def metric_label(self) -> str:
+        """Where the metric column's numbers come from: the split, and its size where
+        `task.max_eval_samples` cut it."""
+        mark = VALIDATION_MARK if self.split == "validation" else ""
+        cap = dict(self.settings).get(EVAL_SUBSAMPLE, UNKNOWN)
+        if cap in (UNKNOWN, "null"):
+            return self.split + mark
+        sizes = self.data_sizes.get(self.split)
+        if not sizes:  # a file from before data_sizes: only the cap is known
+            return f"{self.split}{mark}, at most {int(cap):,} ({EVAL_SUBSAMPLE})"
+        if sizes == [int(cap)]:
+            return f"{self.split}{mark}, subsampled: {int(cap):,}"
+        return self.split + mark
 
 
 @dataclass
@@ -184,30 +250,38 @@ class Report:
     runs: list[dict[str, Any]]  # ok and failed, in path order
     unreadable: list[Unreadable]
     groups: list[Group]
+    thresholds: Thresholds = Thresholds()
 
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [run for run in self.runs if run["status"] == "failed"]
 
 
-def build_report(directory: Path, runs: list[dict[str, Any]], unreadable: list[Unreadable]) -> Report:
+def build_report(
+    directory: Path, runs: list[dict[str, Any]], unreadable: list[Unreadable], thresholds: Thresholds = Thresholds()
+) -> Report:
     successful = _group_by([run for run in runs if run["status"] == "ok"], group_key)
-    groups = [build_group(key, members) for key, members in sorted(successful.items())]
-    return Report(directory, runs, unreadable, groups)
+    groups = [build_group(key, members, thresholds) for key, members in sorted(successful.items())]
+    mark_distinguishing(groups)
+    return Report(directory, runs, unreadable, groups, thresholds)
 
 
 def group_key(run: dict[str, Any]) -> GroupKey:
     task, dataset, backbone, quant, primary = (str(run.get(field)) for field in GROUP_FIELDS)
-    return task, dataset, backbone, quant, primary
+    return task, dataset, backbone, quant, primary, group_settings(run)
 
 
-def build_group(key: GroupKey, runs: list[dict[str, Any]]) -> Group:
+def build_group(key: GroupKey, runs: list[dict[str, Any]], thresholds: Thresholds = Thresholds()) -> Group:
     split = metric_split(runs)
     by_method = _group_by(runs, lambda run: str(run["method"]))
     full_mean = statistics.fmean(metric_values(by_method[FULL], split)) if FULL in by_method else None
     rows = sorted(
-        (method_row(method, members, split, full_mean) for method, members in by_method.items()), key=_row_order
+        (method_row(method, members, split, full_mean, thresholds) for method, members in by_method.items()),
+        key=_row_order,
     )
+    for row in rows:
+        if row.method != FULL and FULL in by_method:
+            row.budget_differences = budget_differences(by_method[row.method], by_method[FULL])
     notes = seed_notes(by_method) + pooling_notes(by_method)
     if full_mean is None:
         notes.append(f"no successful `{FULL}` run in this group, so Δ vs full is {MISSING}.")
@@ -218,8 +292,24 @@ def build_group(key: GroupKey, runs: list[dict[str, Any]]) -> Group:
         rows=rows,
         best=best_per_budget(rows),
         notes=notes,
-        curves=learning_curves(by_method, key[-1]),
+        curves=learning_curves(by_method, key[4]),
+        data_sizes=data_sizes(runs),
+        run_notes=number_run_notes(rows, by_method),
+        checks=check_lines(rows, thresholds),
     )
+
+
+def mark_distinguishing(groups: list[Group]) -> None:
+    """Groups that would get the same heading (same task, dataset, backbone, quant) differ in
+    some setting: name it in each of their headings, so two tables never look alike."""
+    by_heading = _group_by(groups, lambda group: group.key[:5])
+    for alike in by_heading.values():
+        if len(alike) < 2:
+            continue
+        keys = {key for group in alike for key, _ in group.settings}
+        differing = {key for key in keys if len({dict(group.settings).get(key, UNKNOWN) for group in alike}) > 1}
+        for group in alike:
+            group.distinguishing = tuple((key, value) for key, value in group.settings if key in differing)
 
 
 def metric_split(runs: list[dict[str, Any]]) -> str:
@@ -237,12 +327,17 @@ def metric_values(runs: list[dict[str, Any]], split: str) -> list[float]:
     return [100 * _number(run, "metrics", split, run["primary_metric"]) for run in runs]
 
 
-def method_row(method: str, runs: list[dict[str, Any]], split: str, full_mean: float | None) -> MethodRow:
-    values = metric_values(runs, split)
+def method_row(
+    method: str, runs: list[dict[str, Any]], split: str, full_mean: float | None, thresholds: Thresholds = Thresholds()
+) -> MethodRow:
+    by_seed = sorted(runs, key=lambda run: run["seed"])
+    values = metric_values(by_seed, split)
     mean = statistics.fmean(values)
+    curves = [(run["seed"], convergence(run)) for run in by_seed]
     return MethodRow(
         method=method,
-        seeds=sorted(run["seed"] for run in runs),
+        seeds=[run["seed"] for run in by_seed],
+        scores=values,
         trainable=_mean_of(runs, "params", "trainable"),
         trainable_pct=_mean_of(runs, "params", "trainable_pct"),
         metric_mean=mean,
@@ -253,7 +348,103 @@ def method_row(method: str, runs: list[dict[str, Any]], split: str, full_mean: f
         train_seconds=_mean_of(runs, "timing", "train_seconds"),
         samples_per_second=_mean_of(runs, "timing", "train_samples_per_second"),
         checkpoint_mb=_mean_of(runs, "checkpoint", "size_bytes", scale=1 / MB),
+        not_converged=[
+            (seed, curve.gain) for seed, curve in curves if curve.converged(thresholds.converged_delta) is False
+        ],
+        convergence_unknown=[(seed, curve.evaluations) for seed, curve in curves if curve.gain is None],
+        bimodal=is_bimodal(values, thresholds.bimodal_ratio),
     )
+
+
+def data_sizes(runs: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """split -> the distinct example counts the runs recorded (`data_sizes` in result.json);
+    runs from before that field add nothing."""
+    sizes: dict[str, set[int]] = defaultdict(set)
+    for run in runs:
+        for split in SPLITS:
+            count = _number(run, "data_sizes", split)
+            if count is not None:
+                sizes[split].add(int(count))
+    return {split: sorted(sizes[split]) for split in SPLITS if sizes[split]}
+
+
+def number_run_notes(rows: list[MethodRow], by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The runs' own `notes` (a validation split carved from train, no test split, ...), each
+    text once, numbered in table order; each row learns the numbers its runs carry."""
+    carriers: dict[str, list[tuple[str, int]]] = {}
+    for row in rows:
+        for run in sorted(by_method[row.method], key=lambda run: run["seed"]):
+            notes = run.get("notes")
+            for note in notes if isinstance(notes, list) else []:
+                carriers.setdefault(str(note), []).append((row.method, run["seed"]))
+    every_run = sum(row.n for row in rows)
+    numbered = []
+    for number, (text, runs) in enumerate(carriers.items(), start=1):
+        for row in rows:
+            if any(method == row.method for method, _ in runs):
+                row.note_marks.append(number)
+        numbered.append(f"[{number}] {_carriers(runs, every_run)}: {text}")
+    return numbered
+
+
+def _carriers(runs: list[tuple[str, int]], every_run: int) -> str:
+    """"every run", or "`lora` seeds 0, 1; `full` seed 2"."""
+    if len(runs) == every_run:
+        return "every run"
+    seeds: dict[str, list[int]] = defaultdict(list)
+    for method, seed in runs:
+        seeds[method].append(seed)
+    return "; ".join(f"`{method}` {_seeds(members)}" for method, members in seeds.items())
+
+
+def _unknown_runs(unknown: list[tuple[str, int, int]], every_run: int) -> str:
+    """"every run, 0 evaluations each", or "`lora` seeds 0, 1: 2 evaluations; `full` seed 0: 0 evaluations"."""
+    counts = {count for _, _, count in unknown}
+    if len(unknown) == every_run and len(counts) == 1:
+        return f"every run, {_evaluations(counts.pop())} each"
+    seeds: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for method, seed, count in unknown:
+        seeds[method, count].append(seed)
+    return "; ".join(
+        f"`{method}` {_seeds(members)}: {_evaluations(count)}" for (method, count), members in seeds.items()
+    )
+
+
+def _seeds(seeds: list[int]) -> str:
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+
+
+def _evaluations(count: int) -> str:
+    return f"{count} evaluation{'s' * (count != 1)}"
+
+
+def check_lines(rows: list[MethodRow], thresholds: Thresholds) -> list[str]:
+    """Convergence and bimodality in words, one line per method that has something to say, and
+    one line for every run whose convergence cannot be told."""
+    lines = []
+    for row in rows:
+        if row.bimodal:
+            scores = ", ".join(f"{score:.2f}" for score in row.scores)
+            lines.append(
+                f"`{row.method}` is bimodal ({FLAG}): its runs score {scores}, the lowest below "
+                f"{thresholds.bimodal_ratio:g} × the highest; some seeds learned and others stayed near the trivial "
+                "predictor, so its mean ± std describes no run. Look at the runs in results.csv; run more seeds."
+            )
+        if row.not_converged:
+            gains = ", ".join(f"seed {seed} +{gain:.2f}" for seed, gain in row.not_converged)
+            lines.append(
+                f"`{row.method}` not converged ({FLAG}) in {len(row.not_converged)} of {row.n} runs ({gains} points "
+                f"over the last two evaluations, more than --converged-delta {thresholds.converged_delta:g}): "
+                "it was still improving when training stopped; train longer before ranking it."
+            )
+    unknown = [(row.method, seed, count) for row in rows for seed, count in row.convergence_unknown]
+    if unknown:
+        lines.append(
+            f"convergence unknown (fewer than {MIN_EVALUATIONS} validation evaluations during training; "
+            "`trainer.eval_strategy=steps` or `epoch` logs them): "
+            f"{_unknown_runs(unknown, sum(row.n for row in rows))}."
+        )
+    return lines
 
 
 def _mean_of(runs: list[dict[str, Any]], *keys: str, scale: float = 1.0) -> float | None:
@@ -368,22 +559,35 @@ def error_summary(error: Any) -> str:
 
 def results_rows(report: Report) -> list[dict[str, Any]]:
     """One flat row per run, ok and failed. `metric` is the primary metric as result.json has it
-    (a fraction), on `metric_split`, the split the run's table used."""
+    (a fraction), on `metric_split`, the split the run's table used. Beside the numbers: the
+    settings that define its table, its budget, its convergence, the examples it used, its notes
+    and the commit that made it."""
     splits = {group.key: group.split for group in report.groups}
-    return [_flat_run(run, splits[group_key(run)] if run["status"] == "ok" else None) for run in report.runs]
+    return [
+        _flat_run(run, splits[group_key(run)] if run["status"] == "ok" else None, report.thresholds)
+        for run in report.runs
+    ]
 
 
-def _flat_run(run: dict[str, Any], split: str | None) -> dict[str, Any]:
+def _flat_run(run: dict[str, Any], split: str | None, thresholds: Thresholds) -> dict[str, Any]:
     metrics = _section(run, "metrics")
-    row = {key: run.get(key) for key in ("status", "error", *IDENTITY)}
+    row = {key: run.get(key) for key in ("status", "error", *IDENTITY, FINGERPRINT, "git_sha")}
+    row.update({key: raw_setting(run, key) for key in (*GROUP_SETTINGS, *quant_keys(run), *BUDGET_SETTINGS)})
     row.update(_prefixed("params", _section(run, "params")))
     row["primary_metric"] = run.get("primary_metric")
     row["metric_split"] = split
     row["metric"] = _number(metrics, split, run["primary_metric"]) if split else None
+    if split:
+        curve = convergence(run)
+        row["convergence"] = CONVERGENCE_WORDS[curve.converged(thresholds.converged_delta)]
+        row["evaluations"] = curve.evaluations
+        row["convergence_gain"] = curve.gain
+    row.update(_prefixed("data_sizes", _section(run, "data_sizes")))
     for name in ("validation", "test"):
         row.update(_prefixed(name, _section(metrics, name)))
     for name in ("timing", "memory"):
         row.update(_prefixed(name, _section(run, name)))
+    row["notes"] = run.get("notes") or None
     row["checkpoint_size_bytes"] = _section(run, "checkpoint").get("size_bytes")
     row["path"] = run["path"]
     return row
@@ -398,15 +602,17 @@ def csv_columns(rows: list[dict[str, Any]]) -> list[str]:
     columns do not depend on which run was read first."""
     present = set().union(*rows)
 
-    def section(prefix: str, known: tuple[str, ...] = ()) -> list[str]:
-        found = {column for column in present if column.startswith(f"{prefix}_")}
-        ordered = [f"{prefix}_{key}" for key in known if f"{prefix}_{key}" in found]
+    def section(prefix: str, known: tuple[str, ...] = (), separator: str = "_") -> list[str]:
+        found = {column for column in present if column.startswith(f"{prefix}{separator}")}
+        ordered = [f"{prefix}{separator}{key}" for key in known if f"{prefix}{separator}{key}" in found]
         return ordered + sorted(found - set(ordered))
 
     return [
-        "status", "error", *IDENTITY, *section("params", PARAM_KEYS), "primary_metric", "metric_split", "metric",
+        "status", "error", *IDENTITY, FINGERPRINT, "git_sha", *GROUP_SETTINGS, *section("quant", separator="."),
+        *BUDGET_SETTINGS, *section("params", PARAM_KEYS), "primary_metric", "metric_split", "metric",
+        "convergence", "evaluations", "convergence_gain", *section("data_sizes", SPLITS),
         *section("validation"), *section("test"), *section("timing", TIMING_KEYS), *section("memory", MEMORY_KEYS),
-        "checkpoint_size_bytes", "path",
+        "notes", "checkpoint_size_bytes", "path",
     ]
 
 
@@ -529,7 +735,11 @@ def _figure(panels: int) -> tuple[Any, list[Any]]:
 
 def _title(group: Group) -> str:
     dataset = Path(group.dataset).name or group.dataset  # a data folder's path is too long for a title
-    return f"{group.task} ({dataset}) · {group.backbone} · quant {group.quant}"
+    return f"{group.task} ({dataset}) · {group.backbone} · quant {group.quant}{_distinguishing(group)}"
+
+
+def _distinguishing(group: Group) -> str:
+    return "".join(f" · {key}={value}" for key, value in group.distinguishing)
 
 
 # --- the document: blocks rendered as Markdown and as HTML ---------------------------------------
@@ -569,10 +779,16 @@ class Bold(str):
 
 
 HOW_TO_READ = (
-    "Each table holds the successful runs of one task, dataset, backbone and quantization. "
-    "Metric: mean ± sample standard deviation (ddof=1) over runs, ×100, n = runs. "
+    "Each table holds the successful runs that differ only in method and seed: one task, dataset (and "
+    "its fingerprint), backbone and model source, quantization and its settings, subsample sizes, data "
+    "seed and max length; a heading names the setting that tells two otherwise alike tables apart. "
+    "Metric: mean ± sample standard deviation (ddof=1) over runs, ×100, n = runs, on the split the "
+    "header names (with its size where `task.max_eval_samples` cut it). "
     "Trainable params = the method's + the task head's; % of base is `params.trainable_pct`. "
-    "Δ vs full: the method's mean minus full fine-tuning's, in points. "
+    f"Δ vs full: the method's mean minus full fine-tuning's, in points; {BUDGET_MARK} marks a method trained "
+    "on another budget than full (epochs or steps, batch size, accumulation). "
+    f"{FLAG} flags a method whose seeds are bimodal or whose runs had not converged (see Checks). "
+    "[n]: the runs of that row carry run note n (from `result.json` notes). "
     "Memory, time, samples/s and checkpoint size are means over the same runs; MB = 2^20 bytes. "
     "**Bold**: the best method within a budget of trainable parameters (≤0.1%, ≤1%, ≤10%, any); "
     "a tie goes to the method with fewer parameters."
@@ -604,25 +820,46 @@ def report_blocks(report: Report, command: str, plots: dict[str, Path], plot_not
 
 def group_blocks(group: Group) -> list[Any]:
     blocks: list[Any] = [
-        Heading(f"`{group.task}` on `{group.dataset}`: backbone `{group.backbone}`, quant `{group.quant}`"),
+        Heading(
+            f"`{group.task}` on `{group.dataset}`: backbone `{group.backbone}`, quant `{group.quant}`"
+            f"{_distinguishing(group)}"
+        ),
     ]
+    shared = [f"{key}=`{value}`" for key, value in group.settings if value != UNKNOWN]
+    if shared:
+        blocks.append(Paragraph(f"Every run here has {', '.join(shared)}."))
+    if group.data_sizes:
+        sizes = " · ".join(
+            f"{split} {' / '.join(f'{count:,}' for count in counts)}" for split, counts in group.data_sizes.items()
+        )
+        blocks.append(Paragraph(f"Examples used: {sizes}."))
     if group.split == "validation":
         blocks.append(Paragraph(
             f"{VALIDATION_MARK} Validation split: {group.runs_without_test} of {sum(r.n for r in group.rows)} "
             "runs have no test split, so every row is scored on validation."
         ))
+    if group.budget_warnings:
+        blocks.append(Paragraph(
+            f"{FLAG} Not trained on full fine-tuning's budget, so their Δ vs full (marked {BUDGET_MARK}) compares "
+            f"method and budget at once: {'; '.join(group.budget_warnings)}."
+        ))
     blocks += [group_table(group), Bullets([best_line(budget, row) for budget, row in group.best])]
     if group.notes:
         blocks += [Paragraph("Notes:"), Bullets(group.notes)]
+    if group.checks:
+        blocks += [Paragraph("Checks:"), Bullets(group.checks)]
+    if group.run_notes:
+        blocks += [Paragraph("Run notes (`result.json` notes):"), Bullets(group.run_notes)]
     return blocks
 
 
 def group_table(group: Group) -> Table:
-    split = group.split + (VALIDATION_MARK if group.split == "validation" else "")
     with_cuda = any(row.peak_cuda_mb is not None for row in group.rows)
+    with_notes = any(row.note_marks for row in group.rows)
     headers = [
-        "method", "trainable params", "% of base", f"{group.primary_metric} ×100 ({split})", "Δ vs full",
-        "peak RSS MB", *(["peak CUDA MB"] if with_cuda else []), "train s", "samples/s", "checkpoint MB",
+        "method", "trainable params", "% of base", f"{group.primary_metric} ×100 ({group.metric_label()})",
+        "Δ vs full", "peak RSS MB", *(["peak CUDA MB"] if with_cuda else []), "train s", "samples/s",
+        "checkpoint MB", *(["notes"] if with_notes else []),
     ]
     best = [row for _, row in group.best if row is not None]
     rows = []
@@ -633,19 +870,26 @@ def group_table(group: Group) -> Table:
             delta_cell(row), _fixed(row.peak_rss_mb, 0),
             *([_fixed(row.peak_cuda_mb, 0)] if with_cuda else []),
             _fixed(row.train_seconds, 1), _fixed(row.samples_per_second, 1), _fixed(row.checkpoint_mb, 2),
+            *([" ".join(f"[{mark}]" for mark in row.note_marks)] if with_notes else []),
         ])
     return Table(headers, rows, numeric=True)
 
 
 def metric_cell(row: MethodRow) -> str:
     spread = "" if row.metric_std is None else f" ± {row.metric_std:.2f}"
-    return f"{row.metric_mean:.2f}{spread} (n={row.n})"
+    flags = (["bimodal"] if row.bimodal else []) + (
+        [f"not converged {len(row.not_converged)}/{row.n}"] if row.not_converged else []
+    )
+    flagged = f" {FLAG} {', '.join(flags)}" if flags else ""
+    return f"{row.metric_mean:.2f}{spread} (n={row.n}){flagged}"
 
 
 def delta_cell(row: MethodRow) -> str:
     if row.method == FULL:
         return "—"
-    return MISSING if row.delta_vs_full is None else f"{row.delta_vs_full:+.2f}"
+    if row.delta_vs_full is None:
+        return MISSING
+    return f"{row.delta_vs_full:+.2f}" + (BUDGET_MARK if row.budget_differences else "")
 
 
 def best_line(budget: float | None, row: MethodRow | None) -> str:
@@ -772,17 +1016,17 @@ def _inline(text: str) -> str:
 # --- entry points --------------------------------------------------------------------------------
 
 
-def write_report(directory: Path, out: Path | None = None) -> dict[str, Path]:
+def write_report(directory: Path, out: Path | None = None, thresholds: Thresholds = Thresholds()) -> dict[str, Path]:
     """Read every result.json under `directory` and write the report into `out` (default:
     `directory`). Returns what was written by name (markdown, html, csv, and pareto and curves
     when drawn). Raises NoResultsError when the folder is missing or holds no result.json."""
     directory = Path(directory)
     out = directory if out is None else Path(out)
     runs, unreadable = read_runs(directory)
-    report = build_report(directory, runs, unreadable)
+    report = build_report(directory, runs, unreadable, thresholds)
     out.mkdir(parents=True, exist_ok=True)
     plots, plot_notes = write_plots(report.groups, out)
-    blocks = report_blocks(report, regenerate_command(directory, out), plots, plot_notes)
+    blocks = report_blocks(report, regenerate_command(directory, out, thresholds), plots, plot_notes)
     written = {"markdown": out / MARKDOWN_FILE, "html": out / HTML_FILE, "csv": out / CSV_FILE}
     written["markdown"].write_text(to_markdown(blocks), encoding="utf-8")
     written["html"].write_text(to_html(blocks), encoding="utf-8")
@@ -790,10 +1034,14 @@ def write_report(directory: Path, out: Path | None = None) -> dict[str, Path]:
     return {**written, **plots}
 
 
-def regenerate_command(directory: Path, out: Path) -> str:
+def regenerate_command(directory: Path, out: Path, thresholds: Thresholds = Thresholds()) -> str:
     command = ["python", "-m", "peftlab.report", str(directory)]
     if out.resolve() != directory.resolve():
         command += ["--out", str(out)]
+    if thresholds.converged_delta != DEFAULT_CONVERGED_DELTA:
+        command += ["--converged-delta", f"{thresholds.converged_delta:g}"]
+    if thresholds.bimodal_ratio != DEFAULT_BIMODAL_RATIO:
+        command += ["--bimodal-ratio", f"{thresholds.bimodal_ratio:g}"]
     return shlex.join(command)
 
 
@@ -804,9 +1052,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("directory", type=Path, help="folder searched recursively for result.json")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: DIRECTORY)")
+    parser.add_argument(
+        "--converged-delta", type=float, default=DEFAULT_CONVERGED_DELTA, metavar="POINTS",
+        help="flag a run 'not converged' when its last validation score beats the best before its last two "
+             f"evaluations by more than this, in metric points x100 (default {DEFAULT_CONVERGED_DELTA:g})",
+    )
+    parser.add_argument(
+        "--bimodal-ratio", type=float, default=DEFAULT_BIMODAL_RATIO, metavar="RATIO",
+        help="flag a method 'bimodal' when its lowest run scores below RATIO x its highest "
+             f"(default {DEFAULT_BIMODAL_RATIO:g})",
+    )
     arguments = parser.parse_args(argv)
+    if arguments.converged_delta < 0 or not 0 < arguments.bimodal_ratio <= 1:
+        parser.error("--converged-delta must be >= 0 and --bimodal-ratio in (0, 1]")
+    thresholds = Thresholds(arguments.converged_delta, arguments.bimodal_ratio)
     try:
-        written = write_report(arguments.directory, arguments.out)
+        written = write_report(arguments.directory, arguments.out, thresholds)
     except NoResultsError as error:
         print(f"peftlab.report: error: {error}", file=sys.stderr)
         return 2

@@ -25,9 +25,11 @@ class Result:
     quant: str
     seed: int
     error: str | None = None
+    dataset_fingerprint: str | None = None  # what `dataset` names, exactly (peftlab.data.sources.dataset_identity)
     params: dict[str, Any] = field(default_factory=dict)
     primary_metric: str | None = None
     metrics: dict[str, dict[str, float] | None] = field(default_factory=dict)  # "test": None without one
+    data_sizes: dict[str, int] = field(default_factory=dict)  # examples per split after the subsample
     history: list[dict[str, float]] = field(default_factory=list)  # validation metrics during training
     timing: dict[str, float] = field(default_factory=dict)
     memory: dict[str, float | None] = field(default_factory=dict)

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from peftlab.backbones import body_modules_in_head, load_tokenizer, model_source
 from peftlab.checkpoint import save_trained
+from peftlab.data.sources import dataset_identity
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.measure import model_bytes, peak_memory, reset_peak_memory
 from peftlab.methods import MethodContext, apply_method, prepended_positions
@@ -131,6 +132,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     train_seconds = trained.metrics["train_runtime"]
     result = _identity(cfg, status="ok")
     result.notes.extend(prepared.task.notes)
+    result.data_sizes = _data_sizes(prepared.encoded)
     if "test" not in metrics:
         metrics["test"] = None
         result.notes.append(f"{result.dataset} has no test split: the metrics are on validation only")
@@ -214,12 +216,13 @@ def _check_something_trains(cfg: DictConfig, params: ParamCount) -> None:
 
 
 def _identity(cfg: DictConfig, status: str, error: str | None = None) -> Result:
-    data = cfg.task.data
+    dataset, fingerprint = dataset_identity(cfg.task.data)
     return Result(
         status=status,
         error=error,
         task=cfg.task.name,
-        dataset=str(data.path or data.hub_id or data.format),
+        dataset=dataset,
+        dataset_fingerprint=fingerprint,
         method=cfg.method.name,
         backbone=cfg.backbone.name,
         quant=cfg.quant.name,
@@ -228,6 +231,12 @@ def _identity(cfg: DictConfig, status: str, error: str | None = None) -> Result:
         versions=package_versions(),
         git_sha=git_sha(),
     )
+
+
+def _data_sizes(encoded: dict[str, Any]) -> dict[str, int]:
+    """Examples per split as trained and scored, after `task.max_*_samples`: a test score on 500
+    of 1,287 sentences must say so."""
+    return {split: len(examples) for split, examples in encoded.items()}
 
 
 def _strip(metrics: dict[str, float], prefix: str, drop: tuple[str, ...] = ()) -> dict[str, float]:

@@ -12,8 +12,8 @@ import torch
 from peftlab.run import execute, make_trainer, prepare
 
 EXPECTED_RESULT_KEYS = {
-    "status", "error", "task", "dataset", "method", "backbone", "quant", "seed", "params",
-    "primary_metric", "metrics", "history", "timing", "memory", "checkpoint", "config", "versions", "git_sha",
+    "status", "error", "task", "dataset", "dataset_fingerprint", "method", "backbone", "quant", "seed", "params",
+    "primary_metric", "metrics", "data_sizes", "history", "timing", "memory", "checkpoint", "config", "versions", "git_sha",
     "notes",
 }
 
@@ -93,7 +93,10 @@ def test_the_same_seed_gives_the_same_initial_adapter_and_head(tiny_config):
 
 
 def test_result_json_has_every_field_with_sane_values(tiny_config, tmp_path):
-    cfg = tiny_config("method=lora", "trainer.max_steps=6", "trainer.eval_strategy=steps", "trainer.eval_steps=3")
+    cfg = tiny_config(
+        "method=lora", "trainer.max_steps=6", "trainer.eval_strategy=steps", "trainer.eval_steps=3",
+        "task.max_train_samples=12", "task.max_eval_samples=10",
+    )
     execute(cfg, tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
     assert set(result) == EXPECTED_RESULT_KEYS
@@ -101,6 +104,8 @@ def test_result_json_has_every_field_with_sane_values(tiny_config, tmp_path):
     assert (result["task"], result["method"], result["backbone"], result["quant"], result["seed"]) == (
         "conll2003", "lora", "minilm", "none", 0,
     )
+    assert result["dataset"] == "tiny_ner" and result["dataset_fingerprint"].startswith("sha256:")
+    assert result["data_sizes"] == {"train": 12, "validation": 10, "test": 10}  # after the subsample
     params = result["params"]
     assert params["trainable"] == params["method"] + params["head"] and 0 < params["trainable_pct"] < 100
     assert result["primary_metric"] == "f1"
@@ -126,3 +131,4 @@ def test_a_failed_run_still_writes_result_json(tiny_config, tmp_path):
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "failed" and "method.r=0" in result["error"]
     assert result["method"] == "lora" and result["metrics"] == {}
+    assert result["dataset"] == "tiny_ner" and result["dataset_fingerprint"].startswith("sha256:")

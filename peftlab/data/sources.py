@@ -5,6 +5,7 @@ and canonical example keys, so task kinds never see where the data came from."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from dataclasses import dataclass
@@ -14,12 +15,12 @@ from typing import Any, Callable
 from omegaconf import DictConfig
 
 from peftlab.data.columns import Example, Table, select_columns
-from peftlab.data.conll import read_conll_dir
+from peftlab.data.conll import CONLL_EXTENSIONS, read_conll_dir
 from peftlab.data.demo_ner import make_demo_ner
-from peftlab.data.jsonl import read_jsonl_dir
-from peftlab.data.label_text import read_label_text_dir
-from peftlab.data.splits import carve_validation
-from peftlab.data.table import read_csv_dir, read_tsv_dir
+from peftlab.data.jsonl import JSONL_EXTENSIONS, read_jsonl_dir
+from peftlab.data.label_text import LABEL_TEXT_EXTENSIONS, read_label_text_dir
+from peftlab.data.splits import carve_validation, find_split_files
+from peftlab.data.table import CSV_EXTENSIONS, TSV_EXTENSIONS, read_csv_dir, read_tsv_dir
 from peftlab.errors import ConfigError, DataError
 
 log = logging.getLogger("peftlab")
@@ -30,17 +31,18 @@ Splits = dict[str, list[Example]]
 @dataclass(frozen=True)
 class LocalFormat:
     read_dir: Callable[[Path], dict[str, Any]]
+    extensions: tuple[str, ...]  # of the split files `read_dir` reads: exactly those are fingerprinted
     named_columns: bool  # rows keyed by the file's own column names, mapped through task.data.columns
 
 
 # task.data.format -> reader of a local folder. Fixed layouts (conll, label_text) give canonical
 # examples; the others keep the file's column names until task.data.columns maps them.
 LOCAL_FORMATS: dict[str, LocalFormat] = {
-    "conll": LocalFormat(read_conll_dir, named_columns=False),
-    "label_text": LocalFormat(read_label_text_dir, named_columns=False),
-    "csv": LocalFormat(read_csv_dir, named_columns=True),
-    "tsv": LocalFormat(read_tsv_dir, named_columns=True),
-    "jsonl": LocalFormat(read_jsonl_dir, named_columns=True),
+    "conll": LocalFormat(read_conll_dir, CONLL_EXTENSIONS, named_columns=False),
+    "label_text": LocalFormat(read_label_text_dir, LABEL_TEXT_EXTENSIONS, named_columns=False),
+    "csv": LocalFormat(read_csv_dir, CSV_EXTENSIONS, named_columns=True),
+    "tsv": LocalFormat(read_tsv_dir, TSV_EXTENSIONS, named_columns=True),
+    "jsonl": LocalFormat(read_jsonl_dir, JSONL_EXTENSIONS, named_columns=True),
 }
 # The demo needs no folder: peftlab makes it.
 GENERATED: dict[str, Callable[[], Splits]] = {
@@ -48,6 +50,7 @@ GENERATED: dict[str, Callable[[], Splits]] = {
 }
 HUB_SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
 HIDDEN_LABEL = -1  # the `datasets` ClassLabel value for "no label" (GLUE and SST-2 hide their test labels so)
+FINGERPRINT_HEX_DIGITS = 16  # 64 bits: two different copies of a dataset never collide by chance
 
 
 def load_splits(data: DictConfig) -> Splits:
@@ -63,6 +66,40 @@ def load_splits(data: DictConfig) -> Splits:
         f"task.data has no source: set task.data.path=DIR (a local copy in format {data.format!r}) "
         "or task.data.hub_id=ID (a Hugging Face dataset)."
     )
+
+
+def dataset_identity(data: DictConfig) -> tuple[str, str | None]:
+    """(name, fingerprint) of the data a run reads, in `load_splits`'s order of sources. The
+    name is for people (`wnut17`, not the folder's absolute path, which differs per machine);
+    the fingerprint says whether two runs saw the same data: `sha256:<hex>` over the split files'
+    contents for a local folder (a re-download or an edited copy under the same name differs),
+    `hub:<id>[:<config>]` for a hub dataset, `generated:<format>` for data peftlab makes (the
+    run's git_sha pins its generator). None when the folder cannot be read: that run failed."""
+    if data.path is not None:
+        return Path(data.path).resolve().name, _local_fingerprint(data)
+    if data.format in GENERATED:
+        return data.format, f"generated:{data.format}"
+    if data.hub_id is not None:
+        config = f":{data.hub_config}" if data.hub_config is not None else ""
+        return f"{data.hub_id}{config}", f"hub:{data.hub_id}{config}"
+    return str(data.format), None
+
+
+def _local_fingerprint(data: DictConfig) -> str | None:
+    """sha256 over each split's name and its file's bytes, in train, validation, test order: the
+    files `_read_local` reads, whatever else the folder holds (a README, a license)."""
+    local_format = LOCAL_FORMATS.get(data.format)
+    if local_format is None:
+        return None
+    try:
+        files = find_split_files(data.path, local_format.extensions)
+        digest = hashlib.sha256()
+        for split, path in files.items():
+            with path.open("rb") as file:
+                digest.update(f"{split}:{hashlib.file_digest(file, 'sha256').hexdigest()}\n".encode())
+    except (DataError, OSError):
+        return None
+    return f"sha256:{digest.hexdigest()[:FINGERPRINT_HEX_DIGITS]}"
 
 
 def arrange_splits(splits: Splits, task: DictConfig) -> tuple[Splits, list[str]]:
