@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Sampler, SequentialSampler
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from peftlab.backbones import body_modules_in_head, load_tokenizer, model_source
@@ -101,13 +102,26 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(task, tokenizer, model, params, task.encode(splits, tokenizer), loaded_bytes)
 
 
+class InOrderEvaluationTrainer(Trainer):
+    """transformers' Trainer, except that evaluation reads a split in the order it is given.
+
+    With `train_sampling_strategy="group_by_length"`, transformers 5.23 also groups evaluation
+    batches, in random mega-batches of a few batches each (`Trainer._get_eval_sampler`): on
+    CoNLL-2003 validation at batch 64 only 75% of the processed tokens are real. Evaluation needs
+    no randomness, so peftlab hands it each split longest first (`evaluation_order`) and reads
+    it in that order: 94% real. This is transformers' own sampler for the ungrouped case."""
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+
 def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Trainer:
     with trainable_beside_quantized_base(prepared.model):
-        return Trainer(
+        return InOrderEvaluationTrainer(
             model=prepared.model,
             args=training_arguments(cfg, output_dir),
             train_dataset=prepared.encoded["train"],
-            eval_dataset=prepared.encoded["validation"],
+            eval_dataset=evaluation_order(cfg.trainer, prepared.encoded["validation"]),
             data_collator=prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model)),
             compute_metrics=prepared.task.compute_metrics,
             preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
@@ -120,7 +134,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     trainer = make_trainer(cfg, prepared, run_dir / "trainer")
     trained = trainer.train()
     evaluated = {
-        split: prepared.task.evaluate(trainer, prepared.encoded[split], split)
+        split: prepared.task.evaluate(trainer, evaluation_order(cfg.trainer, prepared.encoded[split]), split)
         for split in EVALUATED_SPLITS
         if split in prepared.encoded
     }
@@ -154,8 +168,28 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     return result
 
 
+def evaluation_order(trainer: DictConfig, dataset: Any) -> Any:
+    """The split as evaluation reads it: longest first with `trainer.group_by_length` (ties keep
+    their stored order), so each batch pads to a length close to its own examples'. Every
+    metric is computed per example and comes out the same. The loss does not quite: transformers
+    averages per-batch token means, so it moves a little whenever batches change (as it does
+    with the eval batch size).
+    Longest first, as in transformers' grouped sampler: a batch too big for memory fails at once.
+    The dataset in `Prepared.encoded` keeps its stored order."""
+    if not trainer.group_by_length:
+        return dataset
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    return dataset.select(sorted(range(len(lengths)), key=lambda index: -lengths[index]))
+
+
 def training_arguments(cfg: DictConfig, output_dir: Path) -> TrainingArguments:
-    """`cfg.trainer` as TrainingArguments; checkpoints are ours to save, so Trainer saves none."""
+    """`cfg.trainer` as TrainingArguments; checkpoints are ours to save, so Trainer saves none.
+
+    `group_by_length` picks transformers' LengthGroupedSampler: random mega-batches of up to 50
+    batches, each sorted by length and cut into batches, so that a batch holds sentences of
+    similar lengths and little padding (CoNLL-2003 at batch 32: 95% of the processed tokens are
+    real over an epoch, against 31% for random batches). It reads the lengths from the rows once
+    per `train()` (0.4 s for CoNLL-2003's 14,041 sentences), so no length column is stored."""
     trainer = cfg.trainer
     arguments: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -165,6 +199,7 @@ def training_arguments(cfg: DictConfig, output_dir: Path) -> TrainingArguments:
         per_device_train_batch_size=trainer.batch_size,
         per_device_eval_batch_size=trainer.eval_batch_size,
         gradient_accumulation_steps=trainer.grad_accum,
+        train_sampling_strategy="group_by_length" if trainer.group_by_length else "random",
         learning_rate=trainer.lr,
         weight_decay=trainer.weight_decay,
         warmup_steps=trainer.warmup,
@@ -199,6 +234,8 @@ def _check_trainer(trainer: DictConfig) -> None:
         problems.append("trainer.epochs must be > 0 (or set trainer.max_steps > 0)")
     if trainer.grad_accum < 1:
         problems.append("trainer.grad_accum must be >= 1")
+    if not isinstance(trainer.group_by_length, bool):
+        problems.append(f"trainer.group_by_length must be true or false (got {trainer.group_by_length!r})")
     if problems:
         raise ConfigError("; ".join(problems) + ".")
 
