@@ -169,7 +169,7 @@ def _method_settings(cfg) -> str:
     if "r" in method:
         settings.append(f"r={method.r} alpha={method.alpha} dropout={method.dropout} targets={','.join(method.targets)}")
     if quant.bits is not None:
-        settings.append(f"on a {quant.name} base (double quantization {quant.double_quant})")
+        settings.append(f"base quant={quant.name} (double quantization {quant.double_quant})")
     return " ".join(settings)
 
 
@@ -259,8 +259,8 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         "",
         "Peak resident set in each phase, MiB above the cell's baseline (libraries imported, nothing loaded). The "
         "steady step is a second forward+backward+step, with the optimizer state already there. Mapped files: "
-        "the part of the resident set after loading that is pages of memory-mapped files (the weights' "
-        "safetensors file, read once), which the kernel may drop under memory pressure.",
+        "what loading added to the resident set in pages of memory-mapped files (the weights' safetensors file, "
+        "read once, and the libraries loaded on the way), which the kernel may drop under memory pressure.",
         "",
         "| backbone | method | baseline RSS | mapped files | " + " | ".join(PHASES.values())
         + " | peak above baseline | peak RSS |",

@@ -228,7 +228,8 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         f"CPU, {_threads(rows)} torch threads. A step: forward, backward, clipping, AdamW step, on synthetic tokens "
         f"of exactly the length shown (no padding); step time is the median of {args.steps} timed steps after "
         f"{args.warmup} warm-up; peak RSS is the process's high-water mark over them (libraries and weights "
-        "included). Each backbone x method x sweep ran in its own process.",
+        "included). Each backbone x method x sweep ran in its own process, and a sweep stopped growing once a "
+        f"step took over {args.max_seconds_per_cell:g} s (--max-seconds-per-cell).",
         "",
         "Grids:",
         "",
