@@ -85,6 +85,10 @@ def contenders() -> list[Contender]:
     rows = [Contender("full, random batches", "peftlab", ("method=full", "trainer.group_by_length=false"))]
     rows += [Contender(name, "peftlab", (f"method={name}",)) for name in method_names()]
     rows.append(Contender("lora, dropout 0.1", "peftlab", ("method=lora", "method.dropout=0.1")))
+    # Where LoRA's own cost comes from: its rank-8 products (MKL is slow on an 8-wide result)
+    # and the number of adapted layers (the LoRA paper adapted q and v only).
+    rows.append(Contender("lora, r 16", "peftlab", ("method=lora", "method.r=16")))
+    rows.append(Contender("lora, q and v only", "peftlab", ("method=lora", "method.targets=[attn_q,attn_v]")))
     rows += [Contender(f"plain loop: {name}", "plain", (f"method={name}",)) for name in ("full", "lora")]
     return rows
 
@@ -154,17 +158,40 @@ def padding_rows(runners: dict[str, Runner], args: argparse.Namespace, scratch: 
     return rows
 
 
-def matmul_flops_per_second(size: int, repeats: int = 5) -> float:
-    """This machine's fp32 matmul rate at the current thread count: the median of `repeats`
-    products of two size x size matrices (2 size^3 FLOPs each), after one to warm up."""
+def matmul_flops_per_second(size: int) -> float:
+    """This machine's fp32 matmul rate at the current thread count: the median time of the
+    product of two size x size matrices (2 size^3 FLOPs)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.matmul(a, b)
+    return 2 * size**3 / median_seconds(lambda: a @ b, repeats=5)
+
+
+def lora_backward_products(tokens: int, hidden: int, ffn: int, ranks: tuple[int, ...] = (8, 16)) -> list[dict]:
+    """Seconds of the two products autograd computes for LoRA's B (out x r) in the backward
+    pass, as torch computes them and transposed (the same numbers, the other way round):
+    grad B = g^T h (out x r) and grad h = g B (tokens x r), g being the output's gradient
+    (tokens x out) and h = A x (tokens x r). MKL is slow on a product whose result has few
+    columns, so these cost far more than their FLOPs say."""
+    rows = []
+    for out in (hidden, ffn):
+        for rank in ranks:
+            g, h, b = torch.randn(tokens, out), torch.randn(tokens, rank), torch.randn(out, rank)
+            rows.append({
+                "tokens": tokens, "out": out, "rank": rank,
+                "grad_B": median_seconds(lambda: g.t() @ h), "grad_B_transposed": median_seconds(lambda: (h.t() @ g).t()),
+                "grad_h": median_seconds(lambda: g @ b), "grad_h_transposed": median_seconds(lambda: (b.t() @ g.t()).t()),
+            })
+    return rows
+
+
+def median_seconds(product, repeats: int = 11) -> float:
+    """Median wall time of `product()` over `repeats` calls, after one to warm up."""
+    product()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        torch.matmul(a, b)
+        product()
         times.append(time.perf_counter() - started)
-    return 2 * size**3 / statistics.median(times)
+    return statistics.median(times)
 
 
 def executed_flops_per_step(runner: Runner) -> float:
@@ -207,6 +234,7 @@ class Report:
     matmul_rate: float  # FLOP/s
     non_embedding_params: int
     executed: dict[str, float]  # FLOPs per step, by contender name
+    products: list[dict]  # lora_backward_products
 
     @property
     def useful_per_token(self) -> int:
@@ -237,7 +265,8 @@ def ratio_lines(report: Report) -> list[str]:
         f"padding efficiency {report.padding('random'):.2f} → {report.padding('grouped'):.2f}",
     ]
     lines += [f"- {name} / full: {verdict(report.ratio(name), GOALS.get(name, OTHER_GOAL))}" for name in method_names()[1:]]
-    lines.append(f"- lora, dropout 0.1 / lora at its defaults: {report.ratio('lora, dropout 0.1', 'lora'):.2f}")
+    lines += [f"- {name} / lora at its defaults: {report.ratio(name, 'lora'):.2f}"
+              for name in ("lora, dropout 0.1", "lora, r 16", "lora, q and v only")]
     lines += [f"- peftlab / plain loop, {name}: {verdict(report.ratio(name, f'plain loop: {name}'), PLAIN_GOAL)}"
               for name in ("full", "lora")]
     lines += [f"- {name}: useful work {report.useful_rate(name):.4g} FLOP/s = "
@@ -257,6 +286,10 @@ def csv_rows(report: Report) -> list[dict]:
             "executed_flop_per_step": f"{report.executed[name]:.4g}" if name in report.executed else "",
         })
     rows += [{**row, "padding_efficiency": f"{row['padding_efficiency']:.3f}"} for row in report.pads]
+    for product in report.products:
+        for name in ("grad_B", "grad_h"):
+            rows.append({"name": f"lora backward {name}, out {product['out']}, r {product['rank']}", "loop": "matmul only",
+                         "seconds": f"{product[name]:.3g}", "seconds_transposed": f"{product[name + '_transposed']:.3g}"})
     return rows
 
 
@@ -279,7 +312,7 @@ def markdown(report: Report, rows: list[dict]) -> str:
         "|---|---|---:|---:|---:|---|",
     ]
     lines += [f"| {row['name']} | `{row['overrides']}` | {row['s_per_step_median']} | {row['ratio_vs_full']} | "
-              f"{row['real_tokens_per_s']} | {row['s_per_step_rounds']} |" for row in rows if row["loop"] != "padding only"]
+              f"{row['real_tokens_per_s']} | {row['s_per_step_rounds']} |" for row in rows if row["loop"] in ("peftlab", "plain")]
     lines += ["", "## Ratios", "", *ratio_lines(report), "",
               "## Padding efficiency (real tokens / processed tokens)", "",
               "| batches | real tokens | processed | efficiency |", "|---|---:|---:|---:|"]
@@ -295,14 +328,23 @@ def markdown(report: Report, rows: list[dict]) -> str:
               f"{report.executed[name]:.4g} |" for name in report.executed]
     lines += ["", f"fp32 matmul rate of this machine: {report.matmul_rate:.4g} FLOP/s (median of 5 products of two "
               f"{args.matmul_size}×{args.matmul_size} matrices, same threads).", ""]
-    return "\n".join(lines)
+    lines += ["## LoRA's backward products", "",
+              f"The two products autograd computes for each LoRA B matrix, at {report.products[0]['tokens']} tokens (the "
+              "benchmark's mean processed tokens per step), as torch computes them and transposed (the same result). "
+              "Median seconds of 11.", "",
+              "| layer output | rank | grad B = gᵀh | transposed | grad h = gB | transposed |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {p['out']} | {p['rank']} | {p['grad_B']:.3g} | {p['grad_B_transposed']:.3g} | {p['grad_h']:.3g} | "
+              f"{p['grad_h_transposed']:.3g} |" for p in report.products]
+    return "\n".join(lines) + "\n"
 
 
 def write(report: Report, out: Path) -> None:
     rows = csv_rows(report)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "step_speed.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]) + ["processed_tokens", "padding_efficiency"])
+        writer = csv.DictWriter(
+            file, fieldnames=list(rows[0]) + ["processed_tokens", "padding_efficiency", "seconds", "seconds_transposed"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     (out / "step_speed.md").write_text(markdown(report, rows))
@@ -358,15 +400,22 @@ def main(argv: list[str] | None = None) -> None:
         measured = measure_rounds(list(runners.values()), args.rounds)
         gc.unfreeze()
         full = runners["full"].prepared
+        pads = padding_rows(runners, args, scratch)
+        benchmark_steps = next(row for row in pads if row["name"] == f"train, grouped, the {args.steps} benchmark steps")
         report = Report(
             args=args,
             command=" ".join(["python benchmarks/step_speed.py", *argv]),
             train_sentences=len(full.encoded["train"]),
             measured=measured,
-            pads=padding_rows(runners, args, scratch),
+            pads=pads,
             matmul_rate=matmul_flops_per_second(args.matmul_size),
             non_embedding_params=full.model.num_parameters(exclude_embeddings=True),
             executed={name: executed_flops_per_step(runners[name]) for name in ("full", "lora")},
+            products=lora_backward_products(
+                benchmark_steps["processed_tokens"] // args.steps,
+                full.model.config.hidden_size,
+                full.model.config.intermediate_size,
+            ),
         )
     write(report, args.out)
     for line in ratio_lines(report):

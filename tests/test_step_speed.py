@@ -77,7 +77,8 @@ def test_step_speed_quick_measures_every_contender_and_writes_table_and_csv(
 
     rows = list(csv.DictReader((out / "step_speed.csv").open()))
     timed = {row["name"]: row for row in rows if row["s_per_step_median"]}
-    expected = {"full, random batches", "lora, dropout 0.1", "plain loop: full", "plain loop: lora", *method_names()}
+    expected = {"full, random batches", "lora, dropout 0.1", "lora, r 16", "lora, q and v only", "plain loop: full",
+                "plain loop: lora", *method_names()}
     assert set(timed) == expected
     assert all(float(row["s_per_step_median"]) > 0 and len(row["s_per_step_rounds"].split()) == 2 for row in timed.values())
     assert float(timed["full"]["ratio_vs_full"]) == 1.0
@@ -88,8 +89,10 @@ def test_step_speed_quick_measures_every_contender_and_writes_table_and_csv(
     assert {row["real_tokens"] for name, row in timed.items() if "random" not in name} == {timed["full"]["real_tokens"]}
     padding = {row["name"]: float(row["padding_efficiency"]) for row in rows if row["loop"] == "padding only"}
     assert len(padding) == 10 and all(0 < value <= 1 for value in padding.values())
+    products = [row for row in rows if row["loop"] == "matmul only"]
+    assert len(products) == 8 and all(float(row["seconds"]) > 0 and float(row["seconds_transposed"]) > 0 for row in products)
 
     table = (out / "step_speed.md").read_text()
     assert "--quick" in table and "1 torch threads" in table and "16 training sentences" in table
-    assert "| lora | `method=lora` |" in table
+    assert "| lora | `method=lora` |" in table and "## LoRA's backward products" in table
     assert "lora / full:" in printed and "peftlab / plain loop, lora:" in printed
