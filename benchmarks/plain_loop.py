@@ -13,6 +13,7 @@ difference between the two is what peftlab's step costs beyond the work itself.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import tempfile
 import time
@@ -39,7 +40,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's data and batches, shared by this loop and step_speed.py."""
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="a CoNLL-2003 folder (default: ../shared/data/conll2003)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="CoNLL-2003 folder (../shared/data/conll2003)")
     parser.add_argument("--train-samples", type=int, default=2000, help="random training subset (task.data_seed 0)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per measurement; the first is not timed")
@@ -50,12 +51,33 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def benchmark_config(args: argparse.Namespace, *overrides: str) -> DictConfig:
     """peftlab's config for MiniLM on the CoNLL-2003 subset: `steps` steps, no evaluation."""
     common = [
-        "backbone=minilm", "task=conll2003", f"task.data.path={args.data}", f"task.max_train_samples={args.train_samples}",
-        f"trainer.batch_size={args.batch_size}", f"trainer.max_steps={args.steps}", "trainer.eval_strategy=no",
-        "trainer.progress_bar=false",
+        "backbone=minilm", "task=conll2003", f"task.data.path={args.data}",
+        f"task.max_train_samples={args.train_samples}", f"trainer.batch_size={args.batch_size}",
+        f"trainer.max_steps={args.steps}", "trainer.eval_strategy=no", "trainer.progress_bar=false",
     ]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose(config_name="config", overrides=[*common, *args.overrides, *overrides])
+
+
+def quiet_libraries() -> None:
+    """Fifteen model loads and data preparations: keep their load reports and progress bars out
+    of the benchmark's output."""
+    import datasets
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    logging.getLogger("peftlab").setLevel(logging.WARNING)
+
+
+def check_steps(args: argparse.Namespace, train_sentences: int) -> None:
+    """Refuse a measurement the batches cannot give: the first step is not timed, and after one
+    epoch Trainer draws a new order that the plain loop would not see."""
+    epoch = math.ceil(train_sentences / args.batch_size)
+    if not 2 <= args.steps <= epoch:
+        raise SystemExit(
+            f"--steps {args.steps}: use 2 to {epoch}, the batches of one epoch of {train_sentences} training "
+            f"sentences at batch {args.batch_size} (or raise --train-samples)."
+        )
 
 
 @dataclass
@@ -100,7 +122,8 @@ def plain_model(cfg: DictConfig, num_labels: int) -> torch.nn.Module:
 
 def peftlab_batches(cfg: DictConfig, prepared: Prepared, steps: int) -> Iterator[dict[str, torch.Tensor]]:
     """The first `steps` batches peftlab's Trainer trains on: its dataloader, drawn right after
-    `set_seed(cfg.seed)` as `Trainer.train` draws it. Collated lazily, as in training."""
+    `set_seed(cfg.seed)`, as a Trainer that was just made (and seeded) draws it in `train()`.
+    Collated lazily, as in training."""
     with tempfile.TemporaryDirectory() as scratch:
         loader = make_trainer(cfg, prepared, Path(scratch)).get_train_dataloader()
     transformers.set_seed(cfg.seed)
@@ -136,8 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    quiet_libraries()
     cfg = benchmark_config(args, f"method={args.method}")
     prepared = prepare(cfg)
+    check_steps(args, len(prepared.encoded["train"]))
     model = plain_model(cfg, len(prepared.task.labels))
     run = train(model, peftlab_batches(cfg, prepared, args.steps), cfg, args.steps)
     print(f"plain loop, method={args.method}: {run.seconds_per_step():.4f} s/step over steps 2-{len(run.step_ends)}, "

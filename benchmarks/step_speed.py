@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
-import logging
 import platform
 import statistics
 import sys
@@ -36,7 +35,15 @@ from transformers import TrainerCallback
 from peftlab.__main__ import config_dir
 from peftlab.result import git_sha, package_versions
 from peftlab.run import evaluation_order, make_trainer, prepare
-from plain_loop import add_data_arguments, benchmark_config, peftlab_batches, plain_model, train  # beside this script
+from plain_loop import (  # beside this script
+    add_data_arguments,
+    benchmark_config,
+    check_steps,
+    peftlab_batches,
+    plain_model,
+    quiet_libraries,
+    train,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {"lora": 0.75}  # step time as a share of full fine-tuning's; other PEFT methods: OTHER_GOAL
@@ -176,9 +183,13 @@ def lora_backward_products(tokens: int, hidden: int, ffn: int, ranks: tuple[int,
         for rank in ranks:
             g, h, b = torch.randn(tokens, out), torch.randn(tokens, rank), torch.randn(out, rank)
             rows.append({
-                "tokens": tokens, "out": out, "rank": rank,
-                "grad_B": median_seconds(lambda: g.t() @ h), "grad_B_transposed": median_seconds(lambda: (h.t() @ g).t()),
-                "grad_h": median_seconds(lambda: g @ b), "grad_h_transposed": median_seconds(lambda: (b.t() @ g.t()).t()),
+                "tokens": tokens,
+                "out": out,
+                "rank": rank,
+                "grad_B": median_seconds(lambda: g.t() @ h),
+                "grad_B_transposed": median_seconds(lambda: (h.t() @ g).t()),
+                "grad_h": median_seconds(lambda: g @ b),
+                "grad_h_transposed": median_seconds(lambda: (b.t() @ g.t()).t()),
             })
     return rows
 
@@ -260,27 +271,37 @@ def verdict(ratio: float, goal: float) -> str:
 
 
 def ratio_lines(report: Report) -> list[str]:
+    grouping = report.ratio("full", "full, random batches")
     lines = [
-        f"- full fine-tuning, grouped / random batches: {report.ratio('full', 'full, random batches'):.2f}× the step time; "
+        f"- full fine-tuning, grouped / random batches: {grouping:.2f}× the step time; "
         f"padding efficiency {report.padding('random'):.2f} → {report.padding('grouped'):.2f}",
     ]
-    lines += [f"- {name} / full: {verdict(report.ratio(name), GOALS.get(name, OTHER_GOAL))}" for name in method_names()[1:]]
-    lines += [f"- {name} / lora at its defaults: {report.ratio(name, 'lora'):.2f}"
-              for name in ("lora, dropout 0.1", "lora, r 16", "lora, q and v only")]
-    lines += [f"- peftlab / plain loop, {name}: {verdict(report.ratio(name, f'plain loop: {name}'), PLAIN_GOAL)}"
-              for name in ("full", "lora")]
-    lines += [f"- {name}: useful work {report.useful_rate(name):.4g} FLOP/s = "
-              f"{report.useful_rate(name) / report.matmul_rate:.2f} of this machine's fp32 matmul rate" for name in ("full", "lora")]
+    for name in method_names()[1:]:
+        lines.append(f"- {name} / full: {verdict(report.ratio(name), GOALS.get(name, OTHER_GOAL))}")
+    for name in ("lora, dropout 0.1", "lora, r 16", "lora, q and v only"):
+        lines.append(f"- {name} / lora at its defaults: {report.ratio(name, 'lora'):.2f}")
+    for name in ("full", "lora"):
+        ratio = report.ratio(name, f"plain loop: {name}")
+        lines.append(f"- peftlab / plain loop, {name}: {verdict(ratio, PLAIN_GOAL)}")
+    for name in ("full", "lora"):
+        share = report.useful_rate(name) / report.matmul_rate
+        lines.append(f"- {name}: useful work {report.useful_rate(name):.4g} FLOP/s = {share:.2f} of this machine's "
+                     "fp32 matmul rate")
     return lines
 
 
 def csv_rows(report: Report) -> list[dict]:
+    """One row per contender, padding measurement and LoRA product; columns a row lacks stay empty."""
     rows = []
     for name, m in report.measured.items():
         rows.append({
-            "name": name, "loop": m.contender.loop, "overrides": " ".join(m.contender.overrides),
-            "s_per_step_median": f"{m.median:.4f}", "s_per_step_rounds": " ".join(f"{s:.4f}" for s in m.seconds_per_step),
-            "ratio_vs_full": f"{report.ratio(name):.3f}", "real_tokens": m.real_tokens,
+            "name": name,
+            "loop": m.contender.loop,
+            "overrides": " ".join(m.contender.overrides),
+            "s_per_step_median": f"{m.median:.4f}",
+            "s_per_step_rounds": " ".join(f"{seconds:.4f}" for seconds in m.seconds_per_step),
+            "ratio_vs_full": f"{report.ratio(name):.3f}",
+            "real_tokens": m.real_tokens,
             "real_tokens_per_s": f"{m.real_tokens / report.seconds(name):.0f}",
             "useful_flop_per_s": f"{report.useful_rate(name):.4g}",
             "executed_flop_per_step": f"{report.executed[name]:.4g}" if name in report.executed else "",
@@ -288,54 +309,94 @@ def csv_rows(report: Report) -> list[dict]:
     rows += [{**row, "padding_efficiency": f"{row['padding_efficiency']:.3f}"} for row in report.pads]
     for product in report.products:
         for name in ("grad_B", "grad_h"):
-            rows.append({"name": f"lora backward {name}, out {product['out']}, r {product['rank']}", "loop": "matmul only",
-                         "seconds": f"{product[name]:.3g}", "seconds_transposed": f"{product[name + '_transposed']:.3g}"})
+            rows.append({
+                "name": f"lora backward {name}, out {product['out']}, r {product['rank']}, {product['tokens']} tokens",
+                "loop": "matmul only",
+                "seconds": f"{product[name]:.3g}",
+                "seconds_transposed": f"{product[name + '_transposed']:.3g}",
+            })
     return rows
 
 
 def markdown(report: Report, rows: list[dict]) -> str:
+    sections = [header(report), step_table(rows), ["## Ratios", "", *ratio_lines(report)], padding_table(report),
+                work_table(report), products_table(report)]
+    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
+
+
+def header(report: Report) -> list[str]:
     args, versions = report.args, package_versions()
-    lines = [
+    return [
         "# Training step speed: peftlab's step, method by method, and a plain loop",
         "",
         f"Command: `{report.command}`  ",
         f"git {git_sha() or 'unknown'}; torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
-        f"peft {versions.get('peft')}; {torch.get_num_threads()} torch threads on {platform.processor() or platform.machine()}, "
-        f"{time.strftime('%Y-%m-%d')}.  ",
+        f"peft {versions.get('peft')}; {torch.get_num_threads()} torch threads on "
+        f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}.  ",
         f"Data: CoNLL-2003 train ({args.data}), {report.train_sentences} training sentences (a random subset, "
-        f"task.data_seed 0), MiniLM token classification, batch {args.batch_size}, {args.steps} steps per measurement "
-        f"(the first is not timed), {args.rounds} rounds: the contenders take turns, and each number is the median "
-        "over rounds. Every peftlab row is `prepare()` + `make_trainer()` + `Trainer.train()` with the overrides "
-        "shown, evaluation off, on length-grouped batches unless it says random. Raw numbers: step_speed.csv.",
-        "",
-        "| contender | overrides | s/step | × full | real tokens/s | s/step per round |",
-        "|---|---|---:|---:|---:|---|",
+        f"task.data_seed 0), MiniLM token classification, batch {args.batch_size}, {args.steps} steps per "
+        f"measurement (the first is not timed), {args.rounds} rounds: the contenders take turns, and each number is "
+        "the median over rounds. Every peftlab row is `prepare()` + `make_trainer()` + `Trainer.train()` with the "
+        "overrides shown, evaluation off, on length-grouped batches unless it says random. Raw numbers: "
+        "step_speed.csv.",
     ]
-    lines += [f"| {row['name']} | `{row['overrides']}` | {row['s_per_step_median']} | {row['ratio_vs_full']} | "
-              f"{row['real_tokens_per_s']} | {row['s_per_step_rounds']} |" for row in rows if row["loop"] in ("peftlab", "plain")]
-    lines += ["", "## Ratios", "", *ratio_lines(report), "",
-              "## Padding efficiency (real tokens / processed tokens)", "",
-              "| batches | real tokens | processed | efficiency |", "|---|---:|---:|---:|"]
-    lines += [f"| {row['name']} | {row['real_tokens']:,} | {row['processed_tokens']:,} | {row['padding_efficiency']:.3f} |"
-              for row in report.pads]
-    lines += ["", "## Work per second", "",
-              f"Useful work: 6 × {report.non_embedding_params:,} non-embedding parameters = "
-              f"{report.useful_per_token:.4g} FLOPs per real token (forward and backward of a dense transformer; LoRA "
-              "computes no weight gradients for the frozen base, so it executes less than that). Executed: torch's "
-              "FlopCounterMode over forward + backward of the same batches, padding included, optimizer not.", "",
-              "| contender | useful FLOP/s | share of the fp32 matmul rate | executed FLOPs per step |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {report.useful_rate(name):.4g} | {report.useful_rate(name) / report.matmul_rate:.2f} | "
-              f"{report.executed[name]:.4g} |" for name in report.executed]
+
+
+def step_table(rows: list[dict]) -> list[str]:
+    lines = ["| contender | overrides | s/step | × full | real tokens/s | s/step per round |",
+             "|---|---|---:|---:|---:|---|"]
+    for row in rows:
+        if row["loop"] in ("peftlab", "plain"):
+            lines.append(f"| {row['name']} | `{row['overrides']}` | {row['s_per_step_median']} | "
+                         f"{row['ratio_vs_full']} | {row['real_tokens_per_s']} | {row['s_per_step_rounds']} |")
+    return lines
+
+
+def padding_table(report: Report) -> list[str]:
+    lines = ["## Padding efficiency (real tokens / processed tokens)", "",
+             "| batches | real tokens | processed | efficiency |", "|---|---:|---:|---:|"]
+    for row in report.pads:
+        lines.append(f"| {row['name']} | {row['real_tokens']:,} | {row['processed_tokens']:,} | "
+                     f"{row['padding_efficiency']:.3f} |")
+    return lines
+
+
+def work_table(report: Report) -> list[str]:
+    lines = [
+        "## Work per second",
+        "",
+        f"Useful work: 6 × {report.non_embedding_params:,} non-embedding parameters = {report.useful_per_token:.4g} "
+        "FLOPs per real token (forward and backward of a dense transformer; LoRA computes no weight gradients for "
+        "the frozen base, so it executes less than that). Executed: torch's FlopCounterMode over forward + backward "
+        "of the same batches, padding included, optimizer not.",
+        "",
+        "| contender | useful FLOP/s | share of the fp32 matmul rate | executed FLOPs per step |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in report.executed:
+        share = report.useful_rate(name) / report.matmul_rate
+        lines.append(f"| {name} | {report.useful_rate(name):.4g} | {share:.2f} | {report.executed[name]:.4g} |")
+    size = report.args.matmul_size
     lines += ["", f"fp32 matmul rate of this machine: {report.matmul_rate:.4g} FLOP/s (median of 5 products of two "
-              f"{args.matmul_size}×{args.matmul_size} matrices, same threads).", ""]
-    lines += ["## LoRA's backward products", "",
-              f"The two products autograd computes for each LoRA B matrix, at {report.products[0]['tokens']} tokens (the "
-              "benchmark's mean processed tokens per step), as torch computes them and transposed (the same result). "
-              "Median seconds of 11.", "",
-              "| layer output | rank | grad B = gᵀh | transposed | grad h = gB | transposed |", "|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {p['out']} | {p['rank']} | {p['grad_B']:.3g} | {p['grad_B_transposed']:.3g} | {p['grad_h']:.3g} | "
-              f"{p['grad_h_transposed']:.3g} |" for p in report.products]
-    return "\n".join(lines) + "\n"
+              f"{size}×{size} matrices, same threads)."]
+    return lines
+
+
+def products_table(report: Report) -> list[str]:
+    lines = [
+        "## LoRA's backward products",
+        "",
+        f"The two products autograd computes for each LoRA B matrix, at {report.products[0]['tokens']} tokens (the "
+        "benchmark's mean processed tokens per step), as torch computes them and transposed (the same numbers). "
+        "Median seconds of 11.",
+        "",
+        "| layer output | rank | grad B = gᵀh | transposed | grad h = gB | transposed |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in report.products:
+        lines.append(f"| {p['out']} | {p['rank']} | {p['grad_B']:.3g} | {p['grad_B_transposed']:.3g} | "
+                     f"{p['grad_h']:.3g} | {p['grad_h_transposed']:.3g} |")
+    return lines
 
 
 def write(report: Report, out: Path) -> None:
@@ -380,20 +441,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--matmul-size", type=int, default=2048, help="square matrices for the machine's fp32 rate")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for step_speed.md and step_speed.csv")
     parser.add_argument("--quick", action="store_true", help=f"tiny numbers for a smoke test: {QUICK}")
-    parser.add_argument("--profile", metavar="CONTENDER", help="print torch.profiler's table for one contender, write nothing")
+    parser.add_argument("--profile", metavar="CONTENDER",
+                        help="print torch.profiler's table for one contender's steps; writes nothing")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
     torch.set_num_threads(args.threads)
-    logging.getLogger("peftlab").setLevel(logging.WARNING)
+    quiet_libraries()
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         if args.profile:
             profile(args.profile, args, scratch)
             return
-        runners = {contender.name: Runner(contender, args, scratch) for contender in contenders()}
+        first, *others = contenders()
+        runners = {first.name: Runner(first, args, scratch)}
+        check_steps(args, len(runners[first.name].prepared.encoded["train"]))
+        runners.update({contender.name: Runner(contender, args, scratch) for contender in others})
         # Everything built so far lives to the end: keep the garbage collector from walking it
         # again in every collection (Trainer.train starts with one), which slows the steps too.
         gc.freeze()
@@ -401,7 +466,8 @@ def main(argv: list[str] | None = None) -> None:
         gc.unfreeze()
         full = runners["full"].prepared
         pads = padding_rows(runners, args, scratch)
-        benchmark_steps = next(row for row in pads if row["name"] == f"train, grouped, the {args.steps} benchmark steps")
+        grouped = f"train, grouped, the {args.steps} benchmark steps"
+        benchmark_steps = next(row for row in pads if row["name"] == grouped)
         report = Report(
             args=args,
             command=" ".join(["python benchmarks/step_speed.py", *argv]),
