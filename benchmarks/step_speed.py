@@ -1,9 +1,10 @@
 """Seconds per training step of peftlab's own step (prepare + make_trainer + Trainer.train, as a
 run does it), MiniLM on a CoNLL-2003 subset, for: full fine-tuning on random and on
-length-grouped batches, every method of conf/method/ at its defaults, LoRA with the old dropout
-0.1, and a plain PyTorch + peft loop (benchmarks/plain_loop.py) for full and LoRA on the same
-batches. In one process, the contenders take turns (round-robin) for several rounds; each
-number is the median over rounds, so a machine that slows down for a while slows all of them.
+length-grouped batches, every method of conf/method/ at its defaults, LoRA and DoRA with the old
+dropout 0.1, LoRA at rank 16 and on q and v only, and a plain PyTorch + peft loop
+(benchmarks/plain_loop.py) for full and LoRA on the same batches. In one process, the
+contenders take turns (round-robin) for several rounds; each number is the median over rounds,
+so a machine that slows down for a while slows all of them.
 
 Also: padding efficiency (real tokens / processed tokens) of the batches, and the useful work
 per second of full fine-tuning and LoRA (6 x non-embedding parameters x real tokens, the
@@ -92,6 +93,7 @@ def contenders() -> list[Contender]:
     rows = [Contender("full, random batches", "peftlab", ("method=full", "trainer.group_by_length=false"))]
     rows += [Contender(name, "peftlab", (f"method={name}",)) for name in method_names()]
     rows.append(Contender("lora, dropout 0.1", "peftlab", ("method=lora", "method.dropout=0.1")))
+    rows.append(Contender("dora, dropout 0.1", "peftlab", ("method=dora", "method.dropout=0.1")))
     # Where LoRA's own cost comes from: its rank-8 products (MKL is slow on an 8-wide result)
     # and the number of adapted layers (the LoRA paper adapted q and v only).
     rows.append(Contender("lora, r 16", "peftlab", ("method=lora", "method.r=16")))
@@ -278,8 +280,10 @@ def ratio_lines(report: Report) -> list[str]:
     ]
     for name in method_names()[1:]:
         lines.append(f"- {name} / full: {verdict(report.ratio(name), GOALS.get(name, OTHER_GOAL))}")
-    for name in ("lora, dropout 0.1", "lora, r 16", "lora, q and v only"):
+    for name in ("lora, dropout 0.1", "lora, r 16", "lora, q and v only", "dora"):
         lines.append(f"- {name} / lora at its defaults: {report.ratio(name, 'lora'):.2f}")
+    old_dropout = report.ratio("dora, dropout 0.1", "lora, dropout 0.1")
+    lines.append(f"- dora, dropout 0.1 / lora, dropout 0.1: {old_dropout:.2f}")
     for name in ("full", "lora"):
         ratio = report.ratio(name, f"plain loop: {name}")
         lines.append(f"- peftlab / plain loop, {name}: {verdict(ratio, PLAIN_GOAL)}")

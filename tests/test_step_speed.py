@@ -94,14 +94,30 @@ def test_more_steps_than_one_epoch_holds_are_refused(plain_loop):
     plain_loop.check_steps(argparse.Namespace(steps=4, batch_size=4), 16)
 
 
-def test_step_speed_quick_measures_every_contender_and_writes_table_and_csv(
-    tiny_backbone, tiny_ner_dir, tmp_path, monkeypatch, capsys, process_settings
-):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # step_speed imports plain_loop from beside it
+@pytest.fixture
+def step_speed(monkeypatch: pytest.MonkeyPatch):
+    """benchmarks/step_speed.py as a module; it imports plain_loop from beside it."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location("step_speed", BENCHMARKS / "step_speed.py")
-    step_speed = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "step_speed", step_speed)
-    spec.loader.exec_module(step_speed)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "step_speed", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_prints_the_operator_table_of_one_contender(step_speed, tiny_backbone, tiny_ner_dir, tmp_path, capsys,
+                                                            process_settings):
+    out = tmp_path / "results"
+    step_speed.main(["--quick", "--threads", "1", "--profile", "lora", "--data", str(tiny_ner_dir),
+                     "--out", str(out), f"backbone.pretrained={tiny_backbone}", "task.max_length=32"])
+    printed = capsys.readouterr().out
+    assert "lora: " in printed and "s/step (under the profiler)" in printed and "aten::mm" in printed
+    assert not out.exists()  # a profile writes no table
+
+
+def test_step_speed_quick_measures_every_contender_and_writes_table_and_csv(
+    step_speed, tiny_backbone, tiny_ner_dir, tmp_path, capsys, process_settings
+):
     out = tmp_path / "results"
     step_speed.main(["--quick", "--threads", "1", "--data", str(tiny_ner_dir), "--out", str(out),
                      f"backbone.pretrained={tiny_backbone}", "task.max_length=32", "+trainer.extra.use_cpu=true"])
@@ -109,8 +125,8 @@ def test_step_speed_quick_measures_every_contender_and_writes_table_and_csv(
 
     rows = list(csv.DictReader((out / "step_speed.csv").open()))
     timed = {row["name"]: row for row in rows if row["s_per_step_median"]}
-    expected = {"full, random batches", "lora, dropout 0.1", "lora, r 16", "lora, q and v only", "plain loop: full",
-                "plain loop: lora", *method_names()}
+    expected = {"full, random batches", "lora, dropout 0.1", "dora, dropout 0.1", "lora, r 16", "lora, q and v only",
+                "plain loop: full", "plain loop: lora", *method_names()}
     assert set(timed) == expected
     for row in timed.values():
         assert float(row["s_per_step_median"]) > 0 and len(row["s_per_step_rounds"].split()) == 2
