@@ -139,6 +139,7 @@ def test_the_chat_template_wraps_the_prompt_in_training_and_generation_alike():
         (["task.rouge=false"], "task.primary_metric='rouge_l'"),
         (["task.normalize=[strip,lowercase]"], "task.normalize has unknown steps ['lowercase']"),
         (["task.max_new_tokens=0"], "task.max_new_tokens"),
+        (["task.loss_batch_tokens=0"], "task.loss_batch_tokens must be an integer >= 1, got 0"),
     ],
 )
 def test_settings_that_would_fail_after_training_are_refused_at_once(overrides, message):
