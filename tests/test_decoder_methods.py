@@ -88,7 +88,7 @@ def test_each_method_learns_generates_and_restores_on_the_decoder(method, tiny_g
 
     prompts = [prepared.encoded["test"][i]["input_ids"][: prepared.encoded["test"][i]["prompt_length"]] for i in range(3)]
     generation = GenerationConfig(max_new_tokens=3, do_sample=False, pad_token_id=1, eos_token_id=1)
-    completions = generate_completions(prepared.model, prompts, generation, batch_size=2)
+    completions = generate_completions(prepared.model, prompts, generation, max_tokens=12)
     assert len(completions) == 3 and all(len(c) <= 3 for c in completions)
 
     trained_logits = logits(prepared.model, batch)

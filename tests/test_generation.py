@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GPT2Config, GPT2LMHeadModel
 
 import peftlab.tasks.generation
 from peftlab.errors import ConfigError, DataError
@@ -22,10 +22,12 @@ from peftlab.tasks.generation import (
     encode_pair,
     exact_match,
     generate_completions,
+    length_batches,
     rouge_l,
+    teacher_forced_loss,
     to_prompt_completion,
 )
-from tests.conftest import GEN_WORDS, compose_config, tiny_word_tokenizer
+from tests.conftest import GEN_WORDS, TINY_DECODER, compose_config, tiny_word_tokenizer
 
 BANKING_TEMPLATE = OmegaConf.create(
     {"prompt": "Classify the banking query into one of the intents.\nQuery: {text}\nIntent:", "completion": " {label}"}
@@ -137,6 +139,7 @@ def test_the_chat_template_wraps_the_prompt_in_training_and_generation_alike():
         (["task.rouge=false"], "task.primary_metric='rouge_l'"),
         (["task.normalize=[strip,lowercase]"], "task.normalize has unknown steps ['lowercase']"),
         (["task.max_new_tokens=0"], "task.max_new_tokens"),
+        (["task.loss_batch_tokens=0"], "task.loss_batch_tokens must be an integer >= 1, got 0"),
     ],
 )
 def test_settings_that_would_fail_after_training_are_refused_at_once(overrides, message):
@@ -200,8 +203,89 @@ def test_greedy_generation_pads_on_the_left_and_stops_at_eos(echo_decoder):
     ids = tokenizer.convert_tokens_to_ids
     prompts = [ids(["review", ":", "film"]), ids(["dog"]), ids(["cat", "</s>"])]
     generation = GenerationConfig(max_new_tokens=3, do_sample=False, pad_token_id=0, eos_token_id=tokenizer.eos_token_id)
-    completions = generate_completions(model, prompts, generation, batch_size=2)
+    completions = generate_completions(model, prompts, generation, max_tokens=4)  # [dog] and [cat </s>] together
     assert completions == [ids(["film"] * 3), ids(["dog"] * 3), []]
+
+
+def tiny_gpt2(vocab_size: int) -> GPT2LMHeadModel:
+    """A 2-layer, 32-wide GPT-2: learned absolute positions, so a left-padded prompt that kept
+    the pads' positions would change its answer."""
+    torch.manual_seed(7)
+    config = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=4, initializer_range=0.2)
+    return GPT2LMHeadModel(config)
+
+
+def test_length_batches_sort_and_cut_by_padded_tokens_a_long_one_alone():
+    lengths = [3, 9, 1, 6, 9, 2, 5, 12, 4, 7]
+    assert length_batches(lengths, max_tokens=16) == [[2, 5, 0, 8], [6, 3], [9], [1], [4], [7]]
+    assert length_batches(lengths, max_tokens=1) == [[i] for i in sorted(range(10), key=lengths.__getitem__)]
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_batched_greedy_completions_equal_one_prompt_at_a_time_in_the_order_given(architecture, tiny_decoder):
+    model = AutoModelForCausalLM.from_pretrained(tiny_decoder) if architecture == "llama" else tiny_gpt2(len(GEN_WORDS) + 2)
+    model.train()  # as after training: generation must switch dropout off, and back on after
+    lengths = [3, 9, 1, 6, 9, 2, 5, 12, 4, 7]  # unsorted, with a tie
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(2, len(GEN_WORDS) + 2, (length,), generator=generator).tolist() for length in lengths]
+    generation = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=1)
+
+    alone = [generate_completions(model, [prompt], generation, max_tokens=1)[0] for prompt in prompts]
+    assert len({tuple(completion) for completion in alone}) > 3, alone  # the prompts get different answers
+
+    scored = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda module, inputs, output: scored.append(inputs[0].shape))
+    assert generate_completions(model, prompts, generation, max_tokens=16) == alone
+    hook.remove()
+    assert {shape[1] for shape in scored} == {1}  # KV cache, and the LM head on the last position only
+    assert {shape[0] for shape in scored} == {4, 2, 1}  # the batches of length_batches(lengths, 16)
+    descending = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    assert generate_completions(model, [prompts[i] for i in descending], generation, max_tokens=16) == [alone[i] for i in descending]
+    assert model.training
+
+
+VARIED_ROWS = [  # prompts of 1 to 7 words, completions of 1 to 4: slices and batches of uneven target counts
+    {"prompt": "review : a good film", "completion": "positive"},
+    {"prompt": "bad", "completion": "negative negative"},
+    {"prompt": "review : the great play of the team", "completion": "positive"},
+    {"prompt": "the awful river", "completion": "negative film bad awful"},
+    {"prompt": "good city", "completion": "positive game"},
+    {"prompt": "review : a bad report", "completion": "negative"},
+    {"prompt": "the great festival", "completion": "positive positive positive"},
+    {"prompt": "review : awful game", "completion": "negative"},
+    {"prompt": "a good", "completion": "positive city"},
+    {"prompt": "review : the bad film of the city", "completion": "negative"},
+    {"prompt": "great", "completion": "positive"},
+]
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning", "prefix_tuning"])
+def test_the_sliced_loss_equals_trainer_evaluate_and_never_scores_a_whole_batch(method, tiny_gen_config, monkeypatch, tmp_path):
+    """Batches of 4 in dataset order (the last one of 3), cut into slices of at most 16 padded
+    tokens: the loss must still be Trainer's per-batch means weighted by batch size, and the LM
+    head must see only each slice's last positions, never a batch."""
+    monkeypatch.setattr(peftlab.tasks.generation, "load_splits", lambda data: {"train": VARIED_ROWS, "validation": VARIED_ROWS})
+    cfg = tiny_gen_config(f"method={method}", "trainer.eval_batch_size=4")
+    prepared = prepare(cfg)
+    trainer = make_trainer(cfg, prepared, tmp_path)
+    trainer.train()  # so that the method's weights count
+    dataset = prepared.encoded["validation"]
+    expected = trainer.evaluate(dataset)["eval_loss"]
+
+    scored = []
+    head = prepared.model.get_output_embeddings()
+    hook = head.register_forward_hook(lambda module, inputs, output: scored.append(tuple(inputs[0].shape[:2])))
+    examples = [{"input_ids": ids, "labels": labels} for ids, labels in zip(dataset["input_ids"], dataset["labels"])]
+    prepared.model.train()  # Trainer.evaluate left it in eval mode; the loss must switch LoRA's dropout off itself
+    loss = teacher_forced_loss(prepared.model, examples, trainer.data_collator, batch_size=4, max_tokens=16)
+    hook.remove()
+
+    assert loss == pytest.approx(expected, abs=1e-5)
+    assert prepared.model.training  # and switch it back
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    scored_by_trainer = sum(max(lengths[i : i + 4]) * len(lengths[i : i + 4]) for i in range(0, len(lengths), 4))
+    assert len(scored) == 7 and all(rows * positions <= 16 for rows, positions in scored)  # slices of length_batches
+    assert sum(rows * positions for rows, positions in scored) < 0.6 * scored_by_trainer
 
 
 ECHO_ROWS = [  # the echo model answers each prompt's last word, twice (max_new_tokens=2)
