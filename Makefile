@@ -57,7 +57,8 @@ test-latest:
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/pip install --quiet --upgrade pip
 	.venv-latest/bin/pip install --quiet $(TORCH)
-	.venv-latest/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[$(EXTRAS)]'
+	# $(TORCH) again: the newest torch would be another build (on PyPI, a multi-GB CUDA one)
+	.venv-latest/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[$(EXTRAS)]' '$(TORCH)'
 	.venv-latest/bin/pip install --quiet --no-deps $(NO_DEPS)
 	.venv-latest/bin/pip freeze --exclude-editable | grep -iE '^(torch|transformers|peft|accelerate|datasets|bitsandbytes|hydra-core)=='
 	.venv-latest/bin/python -m pytest -q -m "not slow"
