@@ -59,7 +59,7 @@ from typing import Iterable, Iterator
 import torch
 
 from train_step import (
-    DEFAULT_DATA, METHODS, MIB, ROOT, build_cell, cell_overrides, check_cells, compose_config, forward_backward,
+    DEFAULT_DATA, METHODS, MIB, ROOT, build_cell, cell_overrides, check_cells, comma_names, compose_config, forward_backward,
     optimizer_step, page_in, peak_mib, resident_mib, run_child, start_phase, synthetic_batch, write_csv,
     write_tiny_backbones,
 )
@@ -205,8 +205,8 @@ def main() -> None:
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", type=_names, default=["minilm", "smollm2"], help="comma-separated: minilm,smollm2")
-    parser.add_argument("--methods", type=_names, default=list(METHODS), help=f"comma-separated: {','.join(METHODS)}")
+    parser.add_argument("--backbones", type=comma_names, default=["minilm", "smollm2"], help="comma-separated: minilm,smollm2")
+    parser.add_argument("--methods", type=comma_names, default=list(METHODS), help=f"comma-separated: {','.join(METHODS)}")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=64, help="tokens in every sequence of the batch")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding banking77/ (SmolLM2's task)")
@@ -222,10 +222,6 @@ def parse_arguments() -> argparse.Namespace:
     args.out = args.out or ROOT / ("outputs/benchmarks/quick" if args.quick else "benchmarks/results")
     args.command = " ".join(["python benchmarks/memory_components.py", *sys.argv[1:]])
     return args
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from train_step import (
-    BACKBONE_TASKS, DEFAULT_DATA, ROOT, build_cell, cell_overrides, check_cells, compose_config, forward_backward,
+    BACKBONE_TASKS, DEFAULT_DATA, ROOT, build_cell, cell_overrides, check_cells, comma_names, compose_config, forward_backward,
     optimizer_step, page_in, peak_mib, resident_mib, run_child, start_phase, synthetic_batch, write_csv,
     write_tiny_backbones,
 )
@@ -182,8 +182,8 @@ def _replaced(grid: Grid, args: argparse.Namespace) -> Grid:
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", type=_names, default=list(BACKBONE_TASKS), help="comma-separated: minilm,smollm2")
-    parser.add_argument("--methods", type=_names, default=list(METHODS), help="comma-separated: full,lora,qlora")
+    parser.add_argument("--backbones", type=comma_names, default=list(BACKBONE_TASKS), help="comma-separated: minilm,smollm2")
+    parser.add_argument("--methods", type=comma_names, default=list(METHODS), help="comma-separated: full,lora,qlora")
     parser.add_argument("--lengths", type=_sizes, help="sequence lengths of the length sweep, e.g. 32,64,128,256,512")
     parser.add_argument("--length-batch", type=int, help="batch size of the length sweep")
     parser.add_argument("--batches", type=_sizes, help="batch sizes of the batch sweep, e.g. 1,4,16,32")
@@ -211,12 +211,8 @@ def parse_arguments() -> argparse.Namespace:
     return args
 
 
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
 def _sizes(text: str) -> tuple[int, ...]:
-    return tuple(int(size) for size in _names(text))
+    return tuple(int(size) for size in comma_names(text))
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:

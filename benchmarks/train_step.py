@@ -70,6 +70,11 @@ def cell_overrides(backbone: str, method: str, data: Path, tiny: bool = False) -
     return overrides + ["+trainer.extra.use_cpu=true"]
 
 
+def comma_names(text: str) -> list[str]:
+    """A comma-separated command-line list (`minilm,smollm2`), blanks dropped."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def check_cells(backbones: list[str], methods: list[str]) -> None:
     """Refuse an unknown backbone or method before any child process starts."""
     for backbone in backbones:
