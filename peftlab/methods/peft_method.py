@@ -89,6 +89,23 @@ def peft_config(model: torch.nn.Module, method: DictConfig, context: MethodConte
     """The peft config the yaml describes, with slots resolved and the run's fields filled in,
     every setting checked before any layer is touched."""
     config_class = _config_class(method)
+    fields = _fields_for_run(model, method, context, config_class)
+    _check_choices(config_class, fields, method)
+    _check_used_together(fields, method)
+    try:
+        config = config_class(**fields)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"method={method.name}: peft's {config_class.__name__} refused its settings: {error}.{_knobs_note(method)}"
+        ) from error
+    _check_ranges(config, method, context)
+    return config
+
+
+def _fields_for_run(
+    model: torch.nn.Module, method: DictConfig, context: MethodContext, config_class: type[PeftConfig]
+) -> dict[str, Any]:
+    """The yaml's fields, slots turned into this model's module names, and the run's own."""
     fields = OmegaConf.to_container(method.peft, resolve=True)
     del fields["_target_"]
     set_by_run = [f"method.peft.{field}" for field in RUN_FIELDS if field in fields]
@@ -102,17 +119,8 @@ def peft_config(model: torch.nn.Module, method: DictConfig, context: MethodConte
             fields[field] = context.modules_for(model, fields[field], knob(method, field))
     fields.update(task_type=context.peft_task_type, modules_to_save=context.modules_to_save)
     if "tokenizer_name_or_path" in _field_names(config_class) and fields.get("tokenizer_name_or_path") is None:
-        fields["tokenizer_name_or_path"] = context.pretrained
-    _check_choices(config_class, fields, method)
-    _check_used_together(fields, method)
-    try:
-        config = config_class(**fields)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(
-            f"method={method.name}: peft's {config_class.__name__} refused its settings: {error}.{_knobs_note(method)}"
-        ) from error
-    _check_ranges(config, method, context)
-    return config
+        fields["tokenizer_name_or_path"] = context.pretrained  # a prompt initialised from text tokenizes it
+    return fields
 
 
 def prepended_positions(config: PeftConfig) -> int:
