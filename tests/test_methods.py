@@ -169,6 +169,14 @@ def test_prefix_tuning_needs_no_shift_and_its_prefix_reaches_the_logits(tiny_con
     assert not torch.allclose(before, logits(prepared.model, batch), atol=1e-4)
 
 
+def test_a_peft_field_without_a_knob_is_one_override_away_and_slots_become_module_names(tiny_config):
+    prepared = prepare(tiny_config("method=loha", "+method.peft.rank_dropout=0.25", "method.targets=[attn_v]"))
+    config = prepared.model.active_peft_config
+    assert config.rank_dropout == 0.25
+    assert config.target_modules == {f"bert.encoder.layer.{i}.attention.self.value" for i in range(LAYERS)}
+    assert config.task_type == "TOKEN_CLS" and "classifier" in config.modules_to_save  # peft adds its own guesses
+
+
 def test_lora_all_linear_wraps_every_body_linear_but_never_the_head(tiny_config):
     prepared = prepare(tiny_config("method=lora", "method.targets=all_linear", "method.r=2"))
     wrapped = {name.rsplit(".lora_A", 1)[0] for name, _ in prepared.model.named_modules() if name.endswith(".lora_A")}
