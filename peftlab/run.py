@@ -17,11 +17,10 @@ from torch.utils.data import Sampler, SequentialSampler
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from peftlab.backbones import body_modules_in_head, load_tokenizer, model_source
-from peftlab.checkpoint import save_trained
 from peftlab.data.sources import dataset_identity
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.measure import model_bytes, peak_memory, reset_peak_memory
-from peftlab.methods import MethodContext, apply_method, prepended_positions
+from peftlab.methods import AppliedMethod, MethodContext, apply_method
 from peftlab.params import ParamCount, count_base, count_trainable, in_modules
 from peftlab.quant import check_quantization, require_float_head, trainable_beside_quantized_base
 from peftlab.result import Result, git_sha, package_versions
@@ -62,6 +61,7 @@ class Prepared:
     params: ParamCount
     encoded: dict[str, Any]
     model_bytes: int  # the model as loaded (base + head), before the method adds anything
+    method: AppliedMethod  # what trains `model`: asked for the input layout, saving, merging
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -91,15 +91,15 @@ def prepare(cfg: DictConfig) -> Prepared:
         max_positions=model.config.max_position_embeddings,
         max_length=cfg.task.max_length,
     )
-    model = apply_method(model, cfg.method, context)
-    params = count_trainable(model, before, head)
+    method = apply_method(model, cfg.method, context)
+    params = count_trainable(method.model, before, head)
     _check_something_trains(cfg, params)
     log.info(
         "%s on %s with %s: %d trainable parameters (%.3f%% of %d; head %d)",
         cfg.method.name, cfg.task.name, cfg.backbone.name, params.trainable, params.trainable_pct,
         params.base_total + params.head, params.head,
     )
-    return Prepared(task, tokenizer, model, params, task.encode(splits, tokenizer), loaded_bytes)
+    return Prepared(task, tokenizer, method.model, params, task.encode(splits, tokenizer), loaded_bytes, method)
 
 
 class InOrderEvaluationTrainer(Trainer):
@@ -122,7 +122,7 @@ def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Train
             args=training_arguments(cfg, output_dir),
             train_dataset=prepared.encoded["train"],
             eval_dataset=evaluation_order(cfg.trainer, prepared.encoded["validation"]),
-            data_collator=prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model)),
+            data_collator=prepared.task.collator(prepared.tokenizer, prepared.method.input_layout),
             compute_metrics=prepared.task.compute_metrics,
             preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
         )
@@ -139,7 +139,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
         if split in prepared.encoded
     }
     checkpoint_dir = run_dir / "checkpoint"
-    checkpoint_bytes = save_trained(prepared.model, checkpoint_dir) if is_main_process() else 0
+    checkpoint_bytes = prepared.method.save(checkpoint_dir) if is_main_process() else 0
 
     primary = prepared.task.primary_metric
     metrics = {split: _strip(values, split, RUNTIME_KEYS) for split, values in evaluated.items()}

@@ -14,6 +14,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from peftlab.methods import ALL_LINEAR, LINEAR_LAYERS, MethodContext
+from peftlab.errors import ConfigError
 from peftlab.run import prepare
 from tests.conftest import GEN_WORDS, TINY_DECODER, compose_config, tiny_word_tokenizer
 from tests.test_methods import optimizer_steps
@@ -104,3 +105,20 @@ def test_adapters_hang_off_gpt2_conv1d_layers(tiny_gen_config, tiny_gpt2):
     prepared = prepare(cfg)
     bottleneck = H // cfg.method.reduction_factor
     assert prepared.params.method == LAYERS * (2 * H * bottleneck + bottleneck + H)
+
+
+def test_vera_adapts_gpt2_conv1d_layers_and_learns(tiny_gen_config, tiny_gpt2):
+    cfg = tiny_gen_config("backbone=gpt2", f"backbone.pretrained={tiny_gpt2}", "method=vera", "method.r=4")
+    prepared = prepare(cfg)
+    # r + out per adapted layer: c_attn (q, k and v once, 3H wide), attn c_proj, c_fc, mlp c_proj
+    assert prepared.params.method == LAYERS * (4 * cfg.method.r + 3 * H + H + FFN + H)
+    batch = prepared.task.collator(prepared.tokenizer)([prepared.encoded["train"][i] for i in range(8)])
+    losses = optimizer_steps(prepared, batch, lr=5e-2, steps=8)  # only vectors train: a larger step
+    assert losses[-1] < losses[0] * 0.9, losses
+
+
+def test_a_tuner_peft_cannot_fit_to_the_layers_is_refused_naming_method_and_backbone(tiny_gen_config, tiny_gpt2):
+    """peft 0.21's LoHa wraps torch Linear layers only, not GPT-2's Conv1D."""
+    cfg = tiny_gen_config("backbone=gpt2", f"backbone.pretrained={tiny_gpt2}", "method=loha")
+    with pytest.raises(ConfigError, match=r"method=loha: peft could not apply LoHaConfig to backbone 'gpt2'.*Conv1D"):
+        prepare(cfg)

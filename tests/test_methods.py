@@ -7,15 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from peft import PeftModel
+from hydra.utils import get_class
+from peft import PromptLearningConfig
 
-from peftlab.checkpoint import load_trained, save_trained
 from peftlab.errors import ConfigError
-from peftlab.methods import prepended_positions
 from peftlab.run import make_trainer, prepare
 from tests.conftest import method_names
-
-H, FFN, LAYERS = 32, 64, 2  # the tiny BERT of conftest.py
+from tests.method_counts import FFN, FORMULAS, H, LAYERS, TINY_BERT, expected_method_parameters
 
 
 def body_parameters(cfg) -> int:
@@ -24,35 +22,8 @@ def body_parameters(cfg) -> int:
     return sum(p.numel() for p in body.parameters())
 
 
-def lora_count(m) -> int:
-    per_layer = 4 * m.r * (H + H) + m.r * (H + FFN) + m.r * (FFN + H)  # q k v o, ffn in, ffn out
-    magnitudes = 4 * H + FFN + H if m.use_dora else 0  # DoRA: one magnitude per output feature
-    return LAYERS * (per_layer + magnitudes)
-
-
-def adapter_count(m) -> int:
-    bottleneck = m.bottleneck or H // m.reduction_factor
-    one = 2 * H * bottleneck + bottleneck + H
-    norms = 2 * H * len(m.train_norms)
-    return LAYERS * (len(m.placement) * one + norms)
-
-
-EXPECTED_METHOD_PARAMETERS = {
-    "full": lambda m, cfg: body_parameters(cfg),
-    "head_only": lambda m, cfg: 0,
-    "lora": lambda m, cfg: lora_count(m),
-    "dora": lambda m, cfg: lora_count(m),
-    "bitfit": lambda m, cfg: H + LAYERS * (4 * H + H + FFN + H + H),  # embedding LN; q k v o, LN, ffn in/out, LN
-    "ia3": lambda m, cfg: LAYERS * (H + H + FFN),  # key and value outputs, ffn-out input
-    "adapter": lambda m, cfg: adapter_count(m),
-    "adapter_pfeiffer": lambda m, cfg: adapter_count(m),
-    "prompt_tuning": lambda m, cfg: m.num_virtual_tokens * H,
-    "prefix_tuning": lambda m, cfg: m.num_virtual_tokens * LAYERS * 2 * H,
-}
-
-
 def fixed_batch(prepared, size: int = 6) -> dict[str, torch.Tensor]:
-    collate = prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model))
+    collate = prepared.task.collator(prepared.tokenizer, prepared.method.input_layout)
     return collate([prepared.encoded["train"][i] for i in range(size)])
 
 
@@ -79,13 +50,17 @@ def optimizer_steps(prepared, batch, lr: float, steps: int) -> list[float]:
 
 
 @pytest.mark.parametrize("method", method_names())
+def test_every_method_file_has_a_parameter_formula(method):
+    assert method in FORMULAS, f"conf/method/{method}.yaml has no parameter formula: add one to FORMULAS in tests/method_counts.py"
+
+
+@pytest.mark.parametrize("method", method_names())
 def test_trainable_count_matches_an_independent_formula(method, tiny_config):
-    assert method in EXPECTED_METHOD_PARAMETERS, f"add a parameter formula for the new method {method!r}"
     cfg = tiny_config(f"method={method}")
     prepared = prepare(cfg)
     labels = len(prepared.task.labels)
     assert prepared.params.head == H * labels + labels
-    assert prepared.params.method == EXPECTED_METHOD_PARAMETERS[method](cfg.method, cfg)
+    assert prepared.params.method == expected_method_parameters(cfg.method, TINY_BERT, body_parameters(cfg))
     assert prepared.params.base_total == body_parameters(cfg)
 
 
@@ -106,30 +81,43 @@ def audit_training(cfg, checkpoint_dir, batch_size: int = 6):
     assert [n for n, before in trainable.items() if torch.equal(before, now[n].detach())] == []
 
     trained_logits = logits(prepared.model, batch)
-    save_trained(prepared.model, checkpoint_dir)
-    restored = load_trained(prepare(cfg).model, checkpoint_dir)
-    assert torch.allclose(trained_logits, logits(restored, batch), atol=1e-6)
+    prepared.method.save(checkpoint_dir)
+    restored = prepare(cfg)
+    restored.method.load(checkpoint_dir)
+    assert torch.allclose(trained_logits, logits(restored.model, batch), atol=1e-6)
     return prepared, batch, trained_logits
 
 
 def assert_zero_init_is_identity(cfg, batch_size: int = 6) -> None:
     """A method whose new weights start at zero must leave the model's outputs unchanged until
     the first step (prompt and prefix tuning add context from the start by design: skipped)."""
-    prepared = prepare(cfg)
-    if isinstance(prepared.model, PeftModel) and prepared.model.active_peft_config.is_prompt_learning:
+    if adds_context(cfg.method):
         pytest.skip("prompt and prefix tuning add context from the first step by design")
+    prepared = prepare(cfg)
     transformers.set_seed(cfg.seed)
     frozen = prepared.task.build_model(cfg.backbone, cfg.quant)  # same seed: the same head initialisation
     batch = fixed_batch(prepared, batch_size)
     assert torch.allclose(logits(prepared.model, batch), logits(frozen, batch), atol=1e-6)
 
 
+def adds_context(method) -> bool:
+    """Prompt and prefix tuning: peft prompt-learning configs, which add context, not weights."""
+    return "peft" in method and issubclass(get_class(method.peft._target_), PromptLearningConfig)
+
+
 @pytest.mark.parametrize("method", method_names())
 def test_training_moves_only_what_the_method_owns_and_the_loss_falls(method, tiny_config, tmp_path):
-    prepared, batch, trained_logits = audit_training(tiny_config(f"method={method}"), tmp_path / "checkpoint")
-    model = prepared.model
-    if isinstance(model, PeftModel) and not model.active_peft_config.is_prompt_learning:
-        merged = model.merge_and_unload()
+    cfg = tiny_config(f"method={method}")
+    prepared, batch, trained_logits = audit_training(cfg, tmp_path / "checkpoint")
+    if adds_context(cfg.method):
+        with pytest.raises(ValueError, match="nothing to merge"):
+            prepared.method.merge()
+    elif cfg.method.apply == "peftlab.methods.adapter.apply":
+        with pytest.raises(TypeError, match="nothing to merge"):
+            prepared.method.merge()
+    else:
+        merged = prepared.method.merge()
+        assert not hasattr(merged, "peft_config")  # a plain transformers model, loadable without peft
         assert torch.allclose(trained_logits, logits(merged, batch), atol=1e-5)
 
 
@@ -143,7 +131,7 @@ def test_prompt_tuning_keeps_labels_and_predictions_on_the_real_tokens(tiny_conf
     prepared = prepare(cfg)
     plain = prepared.task.collator(prepared.tokenizer)([prepared.encoded["test"][i] for i in range(4)])
     shifted = fixed_batch(prepared, 4)
-    assert prepended_positions(prepared.model) == 5
+    assert prepared.method.input_layout.prepended_positions == 5
     assert (shifted["labels"][:, :5] == -100).all()
     assert torch.equal(shifted["labels"][:, 5:], plain["labels"])
     assert logits(prepared.model, shifted).shape[1] == shifted["labels"].shape[1]
@@ -167,18 +155,26 @@ def test_prompt_tuning_keeps_labels_and_predictions_on_the_real_tokens(tiny_conf
 
 
 def fixed_batch_of(prepared, example) -> dict[str, torch.Tensor]:
-    return prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model))([example])
+    return prepared.task.collator(prepared.tokenizer, prepared.method.input_layout)([example])
 
 
 def test_prefix_tuning_needs_no_shift_and_its_prefix_reaches_the_logits(tiny_config):
     prepared = prepare(tiny_config("method=prefix_tuning"))
-    assert prepended_positions(prepared.model) == 0
+    assert prepared.method.input_layout.prepended_positions == 0
     batch = fixed_batch(prepared)
     before = logits(prepared.model, batch)
     with torch.no_grad():
         prepared.model.prompt_encoder["default"].embedding.weight.mul_(3.0)
     assert before.shape[1] == batch["input_ids"].shape[1]
     assert not torch.allclose(before, logits(prepared.model, batch), atol=1e-4)
+
+
+def test_a_peft_field_without_a_knob_is_one_override_away_and_slots_become_module_names(tiny_config):
+    prepared = prepare(tiny_config("method=loha", "+method.peft.rank_dropout=0.25", "method.targets=[attn_v]"))
+    config = prepared.model.active_peft_config
+    assert config.rank_dropout == 0.25
+    assert config.target_modules == {f"bert.encoder.layer.{i}.attention.self.value" for i in range(LAYERS)}
+    assert config.task_type == "TOKEN_CLS" and "classifier" in config.modules_to_save  # peft adds its own guesses
 
 
 def test_lora_all_linear_wraps_every_body_linear_but_never_the_head(tiny_config):
@@ -199,7 +195,14 @@ def test_lora_all_linear_wraps_every_body_linear_but_never_the_head(tiny_config)
         (["method=prefix_tuning", "method.num_virtual_tokens=0"], "method.num_virtual_tokens=0", "in [1,"),
         (["method=lora", "method.targets=[attn_x]"], "attn_x", "attn_q"),
         (["method=ia3", "method.feedforward=[attn_q]"], "method.feedforward", "method.targets"),
-        (["method=prompt_tuning", "method.init=text"], "method.init_text", "init=text"),
+        (["method=prompt_tuning", "method.init=TEXT"], "method.init_text", "method.init=TEXT"),
+        (["method=prompt_tuning", "method.init_text=find names"], "method.init_text", "method.init=TEXT"),
+        (["method=prompt_tuning", "method.init=vocab"], "method.init='vocab'", "SAMPLE_VOCAB"),
+        (["method=loha", "method.alpha=0"], "method.alpha=0", ">= 1e-12"),
+        (["method=vera", "method.dropout=1.0"], "method.dropout=1.0", "in [0.0, 0.999]"),
+        (["method=lora", "+method.peft.task_type=CAUSAL_LM"], "method.peft.task_type", "the run sets itself"),
+        (["method=lora", "+method.peft.lora_alhpa=4"], "lora_alhpa", "LoraConfig"),
+        (["method=lora", "method.peft._target_=peft.NoSuchConfig"], "peft.NoSuchConfig", "peft.LoraConfig"),
     ],
 )
 def test_out_of_range_hyperparameters_are_refused_before_training(overrides, key, allowed, tiny_config):
@@ -211,15 +214,15 @@ def test_out_of_range_hyperparameters_are_refused_before_training(overrides, key
 def test_prefix_tuning_refuses_an_encoder_without_past_key_values_before_training():
     """DistilBERT's forward has never taken `past_key_values` (BERT's lost the name in
     transformers 5.24): the refusal names the versions and the fix instead of failing in peft."""
-    from peftlab.methods.prefix_tuning import require_past_key_values
+    from peftlab.methods.peft_method import require_past_key_values
 
     config = transformers.DistilBertConfig(vocab_size=50, dim=H, n_layers=1, n_heads=2, hidden_dim=FFN, num_labels=3)
     distilbert = transformers.DistilBertForTokenClassification(config)
     with pytest.raises(ConfigError) as refused:
-        require_past_key_values(distilbert, "distilbert")
+        require_past_key_values(distilbert, "prefix_tuning", "distilbert")
     message = str(refused.value)
-    for named in ("past_key_values", transformers.__version__, "make install", "method=lora"):
+    for named in ("method=prefix_tuning", "past_key_values", transformers.__version__, "make install", "method=lora"):
         assert named in message
     bert = transformers.BertForTokenClassification(transformers.BertConfig(
         vocab_size=50, hidden_size=H, num_hidden_layers=1, num_attention_heads=2, intermediate_size=FFN))
-    require_past_key_values(bert, "bert")  # the locked transformers: BERT takes the prefix
+    require_past_key_values(bert, "prefix_tuning", "bert")  # the locked transformers: BERT takes the prefix

@@ -11,14 +11,12 @@ import pytest
 import torch
 from transformers import EvalPrediction
 
-from peftlab.checkpoint import TRAINABLE_FILE, save_trained
-from peftlab.methods import prepended_positions
+from peftlab.checkpoint import TRAINABLE_FILE
 from peftlab.run import make_trainer, prepare
 from peftlab.tasks.sequence_classification import classification_metrics
 from tests.conftest import TINY_CLASSIFIED, method_names, write_csv
+from tests.method_counts import H, TINY_BERT, expected_method_parameters
 from tests.test_methods import (
-    EXPECTED_METHOD_PARAMETERS,
-    H,
     assert_zero_init_is_identity,
     audit_training,
     body_parameters,
@@ -51,7 +49,7 @@ def test_head_is_pooler_plus_classifier_and_method_counts_match_the_formulas(met
     prepared = prepare(cfg)
     assert prepared.task.labels == ["other", "person"]
     assert prepared.params.head == HEAD
-    assert prepared.params.method == EXPECTED_METHOD_PARAMETERS[method](cfg.method, cfg)
+    assert prepared.params.method == expected_method_parameters(cfg.method, TINY_BERT, body_parameters(cfg))
     assert prepared.params.base_total == body_parameters(cfg)  # the body without its pooler
     assert prepared.params.trainable == prepared.params.method + HEAD
 
@@ -88,7 +86,7 @@ def test_head_only_checkpoint_holds_exactly_pooler_and_classifier(tiny_cls_confi
     from safetensors.torch import load_file
 
     prepared = prepare(tiny_cls_config("method=head_only"))
-    save_trained(prepared.model, tmp_path)
+    prepared.method.save(tmp_path)
     saved = load_file(tmp_path / TRAINABLE_FILE)
     assert set(saved) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"}
     assert sum(t.numel() for t in saved.values()) == HEAD
@@ -123,7 +121,7 @@ def test_reported_accuracy_is_the_argmax_of_the_model_on_each_example(method, ti
     prepared = prepare(cfg)
     trainer = make_trainer(cfg, prepared, tmp_path)
     reported = trainer.evaluate(prepared.encoded["test"])
-    collate = prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model))
+    collate = prepared.task.collator(prepared.tokenizer, prepared.method.input_layout)
     gold, predicted = [], []
     for example in prepared.encoded["test"]:
         batch = collate([example])
@@ -137,7 +135,7 @@ def test_reported_accuracy_is_the_argmax_of_the_model_on_each_example(method, ti
 
 def test_prompt_tuning_needs_no_label_shift_and_logits_are_per_sequence(tiny_cls_config):
     prepared = prepare(tiny_cls_config("method=prompt_tuning", "method.num_virtual_tokens=5"))
-    assert prepended_positions(prepared.model) == 5
+    assert prepared.method.input_layout.prepended_positions == 5
     batch = fixed_batch(prepared, 4)
     assert batch["labels"].shape == (4,)
     assert logits(prepared.model, batch).shape == (4, LABELS)

@@ -1,20 +1,26 @@
 """PEFT methods. `conf/method/*.yaml` is the registry: each file names the function that
 applies it (`apply: module.function`), and that function gets the model, the method's own
-config and a `MethodContext`. Shared code never branches on a method's name."""
+config and a `MethodContext`, and returns an `AppliedMethod`: the model to train, and what the
+run asks of the method afterwards. Shared code never branches on a method's name.
+
+Every peft tuner is one yaml for `peftlab.methods.peft_method.apply` (its `peft:` block names
+the peft config class); modules here are only for peftlab's own methods."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from hydra.utils import get_method
 from omegaconf import DictConfig
-from peft import PeftType
 from transformers.pytorch_utils import Conv1D
 
+from peftlab.checkpoint import load_trainable, save_trainable
 from peftlab.errors import ConfigError
 from peftlab.params import in_modules
+from peftlab.tasks import PLAIN_INPUT, InputLayout
 
 
 ALL_LINEAR = "all_linear"  # a `targets` value: every linear layer of the body, never the head
@@ -97,7 +103,36 @@ class MethodContext:
         return re.compile(rf"(^|\.){self.slots[slot]}$")
 
 
-def apply_method(model: torch.nn.Module, method: DictConfig, context: MethodContext) -> torch.nn.Module:
+class AppliedMethod:
+    """A method applied to one model: `model` is what trains, and the method answers what the
+    rest of the run needs from it. This base is peftlab's own kind, which trains tensors of the
+    model in place (full, BitFit, head-only) or in modules it added: its checkpoint is exactly
+    the tensors that train (`checkpoint.save_trainable`), and nothing goes before the input."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    @property
+    def input_layout(self) -> InputLayout:
+        """What the task's collator must know: positions the method puts before every input."""
+        return PLAIN_INPUT
+
+    def save(self, directory: Path) -> int:
+        """Write what trained into `directory`; return the bytes written."""
+        return save_trainable(self.model, directory)
+
+    def load(self, directory: Path) -> None:
+        """Put what `save` wrote back into this model (a fresh one built by the same config),
+        refusing a checkpoint with weights the model lacks."""
+        load_trainable(self.model, directory)
+
+    def merge(self) -> torch.nn.Module:
+        """A plain model, loadable without peftlab, that computes what the trained one does.
+        Here the trained weights are the model's own, so it is the model itself."""
+        return self.model
+
+
+def apply_method(model: torch.nn.Module, method: DictConfig, context: MethodContext) -> AppliedMethod:
     """Let the configured method make its parameters trainable on a frozen model."""
     try:
         apply = get_method(method.apply)
@@ -110,21 +145,15 @@ def apply_method(model: torch.nn.Module, method: DictConfig, context: MethodCont
 
 def require_range(method: DictConfig, key: str, low: float, high: float | None = None) -> None:
     """Refuse a hyperparameter outside [low, high] before any training starts."""
-    value = method[key]
+    check_range(method.name, f"method.{key}", method[key], low, high)
+
+
+def check_range(method_name: str, key: str, value: object, low: float, high: float | None = None) -> None:
+    """Refuse `value`, set by the config key `key`, outside [low, high], naming both."""
     upper = float("inf") if high is None else high
-    if not isinstance(value, (int, float)) or not low <= value <= upper:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= upper:
         allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ConfigError(
-            f"method.{key}={value!r} is out of range for method {method.name!r}: it must be {allowed} "
-            f"(set in conf/method/{method.name}.yaml or on the command line)."
+            f"{key}={value!r} is out of range for method {method_name!r}: it must be {allowed} "
+            f"(set in conf/method/{method_name}.yaml or on the command line)."
         )
-
-
-def prepended_positions(model: torch.nn.Module) -> int:
-    """Virtual tokens a prompt method puts in front of the input sequence (prompt tuning,
-    P-tuning). Token-level labels must be shifted by as many positions; peft does not do it
-    for token classification. Prefix tuning puts its prefix in the attention keys only."""
-    config = getattr(model, "active_peft_config", None)
-    if config is None or not config.is_prompt_learning or config.peft_type == PeftType.PREFIX_TUNING:
-        return 0
-    return config.num_virtual_tokens

@@ -13,7 +13,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from peftlab.errors import ConfigError
-from peftlab.methods import MethodContext, output_features, require_range
+from peftlab.methods import AppliedMethod, MethodContext, output_features, require_range
 
 
 class Bottleneck(nn.Module):
@@ -31,7 +31,18 @@ class Bottleneck(nn.Module):
         return hidden + self.up(self.act(self.down(hidden)))
 
 
-def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) -> torch.nn.Module:
+class BottleneckAdapters(AppliedMethod):
+    """Adapters hung off a frozen model; saved and loaded as peftlab's own trainable tensors."""
+
+    def merge(self) -> torch.nn.Module:
+        raise TypeError(
+            "bottleneck adapters are small nonlinear networks (down, activation, up) beside the base, with "
+            "nothing to merge into its linear weights: load the checkpoint with peftlab, or train a method "
+            "that merges, e.g. method=lora."
+        )
+
+
+def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) -> BottleneckAdapters:
     bottleneck = bottleneck_size(method, context.hidden_size)
     if method.activation not in ACT2FN:
         raise ConfigError(f"method.activation={method.activation!r} is unknown; use e.g. relu, gelu, silu.")
@@ -41,7 +52,7 @@ def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) ->
         layer.register_forward_hook(_through_adapter)
     for name in context.modules_for(model, method.train_norms, "method.train_norms", kinds=None):
         model.get_submodule(name).requires_grad_(True)
-    return model
+    return BottleneckAdapters(model)
 
 
 def bottleneck_size(method: DictConfig, hidden_size: int) -> int:

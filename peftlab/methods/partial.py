@@ -10,11 +10,11 @@ import torch
 from omegaconf import DictConfig
 
 from peftlab.errors import ConfigError
-from peftlab.methods import MethodContext
+from peftlab.methods import AppliedMethod, MethodContext
 from peftlab.quant import is_quantized
 
 
-def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) -> torch.nn.Module:
+def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) -> AppliedMethod:
     """Unfreeze base parameters whose name matches any regex in `method.train_params`."""
     patterns = [_compile(pattern, method.name) for pattern in method.train_params]
     for name, parameter in model.named_parameters():
@@ -25,7 +25,7 @@ def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) ->
                     "base stores packed and cannot train; narrow method.train_params or use quant=none."
                 )
             parameter.requires_grad_(True)
-    return model
+    return AppliedMethod(model)
 
 
 def _compile(pattern: str, method_name: str) -> re.Pattern[str]:

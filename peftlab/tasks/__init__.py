@@ -3,6 +3,7 @@ loads and encodes the data, attaches the head, evaluates and computes the metric
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,6 +12,19 @@ from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase, Trainer
 
 from peftlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """What a collator must know about the method in front of the model, and nothing more: how
+    many virtual tokens it puts before every input (prompt tuning, P-tuning), which take
+    sequence positions that per-token labels must skip. The applied method says it
+    (`AppliedMethod.input_layout`); the task never asks the method library."""
+
+    prepended_positions: int = 0
+
+
+PLAIN_INPUT = InputLayout()  # nothing in front of the input: the layout without a prompt method
 
 
 class Task:
@@ -46,7 +60,7 @@ class Task:
     def encode(self, splits: dict[str, list[dict]], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
         raise NotImplementedError
 
-    def collator(self, tokenizer: PreTrainedTokenizerBase, prepended_positions: int = 0) -> Any:
+    def collator(self, tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT) -> Any:
         raise NotImplementedError
 
     def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:

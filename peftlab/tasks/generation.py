@@ -31,7 +31,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedToken
 from peftlab.backbones import load_model
 from peftlab.data.sources import arrange_splits, load_splits
 from peftlab.errors import ConfigError, DataError
-from peftlab.tasks import Task
+from peftlab.tasks import PLAIN_INPUT, InputLayout, Task
 
 log = logging.getLogger("peftlab")
 IGNORED = -100  # the label id torch's cross-entropy skips
@@ -283,7 +283,7 @@ class Generation(Task):
         self.tokenizer = tokenizer
         return {split: datasets.Dataset.from_list(self._encode_split(split, rows)) for split, rows in splits.items()}
 
-    def collator(self, tokenizer: PreTrainedTokenizerBase, prepended_positions: int = 0) -> CompletionCollator:
+    def collator(self, tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT) -> CompletionCollator:
         return CompletionCollator(tokenizer.pad_token_id)
 
     def evaluate(self, trainer: Trainer, dataset: Any, split: str) -> dict[str, float]:

@@ -32,7 +32,7 @@ from peftlab.data.columns import Example
 from peftlab.data.labels import label_names, pinned_label_names
 from peftlab.data.sources import arrange_splits, load_splits
 from peftlab.errors import ConfigError, DataError
-from peftlab.tasks import Task
+from peftlab.tasks import PLAIN_INPUT, InputLayout, Task
 
 METRICS = ("accuracy", "f1_macro")
 TEXT_KEYS = ("text", "text_pair")
@@ -101,7 +101,7 @@ class SequenceClassification(Task):
             encoded[split] = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names)
         return encoded
 
-    def collator(self, tokenizer: PreTrainedTokenizerBase, prepended_positions: int = 0) -> DataCollatorWithPadding:
+    def collator(self, tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT) -> DataCollatorWithPadding:
         """Dynamic padding. Virtual tokens need no label shift here: the label is per sequence."""
         return DataCollatorWithPadding(tokenizer)
 

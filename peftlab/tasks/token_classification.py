@@ -21,7 +21,7 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 from peftlab.backbones import load_model
 from peftlab.data.sources import arrange_splits, load_splits
 from peftlab.errors import DataError
-from peftlab.tasks import Task
+from peftlab.tasks import PLAIN_INPUT, InputLayout, Task
 
 IGNORED = -100  # the label id torch's cross-entropy skips
 
@@ -49,13 +49,13 @@ class AlignedCollator:
     the metric stay on the real tokens."""
 
     pad: DataCollatorForTokenClassification
-    prepended_positions: int = 0
+    layout: InputLayout = PLAIN_INPUT
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.pad(features)
-        if self.prepended_positions:
+        if self.layout.prepended_positions:
             labels = batch["labels"]
-            shift = labels.new_full((labels.shape[0], self.prepended_positions), IGNORED)
+            shift = labels.new_full((labels.shape[0], self.layout.prepended_positions), IGNORED)
             batch["labels"] = torch.cat([shift, labels], dim=1)
         return batch
 
@@ -110,8 +110,8 @@ class TokenClassification(Task):
             for split, sentences in splits.items()
         }
 
-    def collator(self, tokenizer: PreTrainedTokenizerBase, prepended_positions: int = 0) -> "AlignedCollator":
-        return AlignedCollator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED), prepended_positions)
+    def collator(self, tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT) -> "AlignedCollator":
+        return AlignedCollator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED), layout)
 
     def compute_metrics(self, eval_prediction: Any) -> dict[str, float]:
         predictions, label_ids = eval_prediction.predictions, eval_prediction.label_ids
