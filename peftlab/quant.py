@@ -33,6 +33,7 @@ from peft import (
 from transformers import AutoConfig, BitsAndBytesConfig
 
 from peftlab.errors import ConfigError
+from peftlab.heads import head_modules
 
 log = logging.getLogger("peftlab")
 
@@ -102,29 +103,16 @@ def loading_arguments(
     return {"quantization_config": bitsandbytes_config(quant, keep_float)}
 
 
-def head_module_names(
-    auto_class: type, config: transformers.PretrainedConfig, head_in_body: list[str] = ()
-) -> list[str]:
-    """The task head's top-level modules, known before any weight loads.
-
-    The model is built on the meta device (no memory, no weights read) and its head is what
-    Task.head_modules takes by default on the loaded model: the top-level modules with weights
-    outside the pretrained body (`base_model_prefix`). So the modules kept in float are the
-    head the run will train, for every transformers head (classifier, score, qa_outputs, lm_head)
-    and every head of more than one module, with no list of head names to keep up to date.
-    transformers' own default (the tied weights, the last parameter's module and the output
-    embeddings) misses those: RoBERTa's classification head is `classifier.dense` and
-    `classifier.out_proj`, and only the second comes last. A task that defines its head
-    differently is checked after loading by `require_float_head`."""
+def head_module_names(auto_class: type, config: transformers.PretrainedConfig, head_in_body: list[str] = ()) -> list[str]:
+    """The task head's modules (`peftlab.heads`), known before any weight loads: read off the
+    model built on the meta device (no memory, no weights read). transformers' own default
+    (the tied weights, the last parameter's module and the output embeddings) misses heads of
+    several modules: RoBERTa's classification head is `classifier.dense` and
+    `classifier.out_proj`, and only the second comes last. A task that trains another head is
+    checked after loading by `require_float_head`."""
     with torch.device("meta"):
         skeleton = auto_class.from_config(config)
-    modules = dict(skeleton.named_modules())
-    inside_body = [f"{skeleton.base_model_prefix}.{name}" for name in head_in_body]
-    return [
-        name
-        for name, child in skeleton.named_children()
-        if name != skeleton.base_model_prefix and any(True for _ in child.parameters())
-    ] + [name for name in inside_body if name in modules]
+    return head_modules(skeleton, head_in_body)
 
 
 def bitsandbytes_config(quant: DictConfig, keep_float: list[str]) -> BitsAndBytesConfig:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Sampler, SequentialSampler
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from peftlab.backbones import body_modules_in_head, load_tokenizer, model_source
+from peftlab.backbones import load_tokenizer, model_source
 from peftlab.checkpoint import save_trained
 from peftlab.data.sources import dataset_identity
 from peftlab.errors import ConfigError, PeftlabError
@@ -75,7 +75,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     tokenizer = load_tokenizer(cfg.backbone)
     model = task.build_model(cfg.backbone, cfg.quant)
 
-    head = task.head_modules(model) + body_modules_in_head(model, cfg.backbone)
+    head = task.head_modules(model, list(cfg.backbone.get("head_in_body") or []))
     require_float_head(model, head)
     loaded_bytes = model_bytes(model)
     for name, parameter in model.named_parameters():
