@@ -22,9 +22,9 @@ from peftlab.data.sources import dataset_identity
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.measure import model_bytes, peak_memory, reset_peak_memory
 from peftlab.methods import MethodContext, apply_method, prepended_positions
-from peftlab.params import ParamCount, count_base, count_trainable, in_modules
+from peftlab.params import count_base, count_trainable, in_modules
 from peftlab.quant import check_quantization, require_float_head, trainable_beside_quantized_base
-from peftlab.result import Result, git_sha, package_versions
+from peftlab.result import Checkpoint, Memory, ParamCount, Result, Timing, git_sha, package_versions
 from peftlab.tasks import Task, build_task
 
 log = logging.getLogger("peftlab")
@@ -150,19 +150,19 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     if "test" not in metrics:
         metrics["test"] = None
         result.notes.append(f"{result.dataset} has no test split: the metrics are on validation only")
-    result.params = prepared.params.as_dict()
+    result.params = prepared.params
     result.primary_metric = primary
     result.metrics = metrics
     result.history = _history(trainer.state.log_history)
-    result.timing = {
-        "train_seconds": train_seconds,
-        "train_samples_per_second": trained.metrics["train_samples_per_second"],
-        "train_tokens_per_second": trainer.state.num_input_tokens_seen / train_seconds,
-        "eval_seconds": sum(values[f"{split}_runtime"] for split, values in evaluated.items()),
-        "torch_threads": torch.get_num_threads(),  # timings compare only at equal threads
-    }
-    result.memory = {**peak_memory(), "model_bytes": prepared.model_bytes}
-    result.checkpoint = {"path": str(checkpoint_dir), "size_bytes": checkpoint_bytes}
+    result.timing = Timing(
+        train_seconds=train_seconds,
+        train_samples_per_second=trained.metrics["train_samples_per_second"],
+        train_tokens_per_second=trainer.state.num_input_tokens_seen / train_seconds,
+        eval_seconds=sum(values[f"{split}_runtime"] for split, values in evaluated.items()),
+        torch_threads=torch.get_num_threads(),
+    )
+    result.memory = Memory(**peak_memory(), model_bytes=prepared.model_bytes)
+    result.checkpoint = Checkpoint(path=str(checkpoint_dir), size_bytes=checkpoint_bytes)
     scores = "  ".join(f"{split} {primary}={values[primary]:.4f}" for split, values in metrics.items() if values)
     log.info("%s  (train %.1fs)", scores, train_seconds)
     return result
