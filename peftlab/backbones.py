@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from peftlab.errors import ConfigError
-from peftlab.quant import loading_arguments, prepare_loaded
+from peftlab.quant.loading import loading_arguments, prepare_loaded
 
 log = logging.getLogger("peftlab")
 PACKAGE_SCHEME = "pkg://"
@@ -129,7 +129,7 @@ def load_model(auto_class: type, backbone: DictConfig, quant: DictConfig, **task
 
     fp32: on CPU, bf16 and fp16 math is ~20x slower than fp32, and fp32 is the honest
     baseline on GPU too. With `quant.bits` set, the body is quantized while it loads and the
-    head kept in float (peftlab/quant.py); the quantization arguments read the model's config
+    head kept in float (peftlab/quant/loading.py); the quantization arguments read the model's config
     from the same source, so a failed download is explained the same way."""
     quantization = from_pretrained_or_explain(
         partial(loading_arguments, quant, auto_class, list(backbone.get("head_in_body") or [])),

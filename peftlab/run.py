@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
+from peft import PeftModel
 from torch.utils.data import Sampler, SequentialSampler
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
@@ -23,7 +24,8 @@ from peftlab.errors import ConfigError, PeftlabError
 from peftlab.measure import model_bytes, peak_memory, reset_peak_memory
 from peftlab.methods import MethodContext, apply_method, prepended_positions
 from peftlab.params import count_base, count_trainable, in_modules
-from peftlab.quant import check_quantization, require_float_head, trainable_beside_quantized_base
+from peftlab.quant.loading import require_float_head
+from peftlab.quant.options import check_quantization
 from peftlab.result import Checkpoint, Memory, ParamCount, Result, Timing, git_sha, package_versions
 from peftlab.tasks import Task, build_task
 
@@ -102,30 +104,52 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(task, tokenizer, model, params, task.encode(splits, tokenizer), loaded_bytes)
 
 
-class InOrderEvaluationTrainer(Trainer):
-    """transformers' Trainer, except that evaluation reads a split in the order it is given.
+class PeftlabTrainer(Trainer):
+    """transformers' Trainer with the two changes peftlab needs, both here.
 
-    With `train_sampling_strategy="group_by_length"`, transformers 5.23 also groups evaluation
+    Evaluation reads a split in the order it is given. With
+    `train_sampling_strategy="group_by_length"`, transformers 5.23 also groups evaluation
     batches, in random mega-batches of a quarter of the split at most (`Trainer._get_eval_sampler`):
     on CoNLL-2003 validation at batch 64 only 75% of the processed tokens are real. Evaluation
     needs no randomness, so peftlab hands it each split longest first (`evaluation_order`) and
-    reads it in that order: 92% real. This is transformers' own sampler for the ungrouped case."""
+    reads it in that order: 92% real. This is transformers' own sampler for the ungrouped case.
+
+    A quantized base may train through modules that are not peft's. Trainer refuses a quantized
+    model that peft does not wrap ("purely quantized models":
+    `transformers.trainer_utils.validate_quantization_for_training`, called once, from
+    `Trainer.__init__`), to stop a run that would train nothing. peftlab's own methods (head_only,
+    adapter) train float modules beside the frozen quantized base, so for them the refusal is
+    wrong; what it guards against is refused here instead: a model of which nothing trains. That
+    check reads the flag transformers' quantizer sets on the model it loads (`is_quantized`),
+    which nothing else in `Trainer.__init__` reads, so the flag is lowered while Trainer is built
+    and raised again before it returns. Peft models and float bases go through Trainer's own check."""
+
+    def __init__(self, model: torch.nn.Module, **kwargs: Any) -> None:
+        if isinstance(model, PeftModel) or not getattr(model, "is_quantized", False):
+            super().__init__(model=model, **kwargs)
+            return
+        if not any(parameter.requires_grad for parameter in model.parameters()):
+            raise ValueError("nothing in this quantized model trains: attach a method that trains beside the base.")
+        model.is_quantized = False
+        try:
+            super().__init__(model=model, **kwargs)
+        finally:
+            model.is_quantized = True
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
 
 def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Trainer:
-    with trainable_beside_quantized_base(prepared.model):
-        return InOrderEvaluationTrainer(
-            model=prepared.model,
-            args=training_arguments(cfg, output_dir),
-            train_dataset=prepared.encoded["train"],
-            eval_dataset=evaluation_order(cfg.trainer, prepared.encoded["validation"]),
-            data_collator=prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model)),
-            compute_metrics=prepared.task.compute_metrics,
-            preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
-        )
+    return PeftlabTrainer(
+        model=prepared.model,
+        args=training_arguments(cfg, output_dir),
+        train_dataset=prepared.encoded["train"],
+        eval_dataset=evaluation_order(cfg.trainer, prepared.encoded["validation"]),
+        data_collator=prepared.task.collator(prepared.tokenizer, prepended_positions(prepared.model)),
+        compute_metrics=prepared.task.compute_metrics,
+        preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
+    )
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Result:

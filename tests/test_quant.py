@@ -23,7 +23,9 @@ from peft import PeftModel
 from peftlab.__main__ import config_dir
 from peftlab.checkpoint import load_trained, save_trained
 from peftlab.errors import ConfigError
-from peftlab.quant import head_module_names, merge_to_float, quantization_constants
+from peftlab.export import merge_to_float
+from peftlab.quant import quantization_constants
+from peftlab.quant.loading import head_module_names
 from peftlab.run import make_trainer, prepare
 from tests.conftest import compose_config, method_names
 from tests.test_cli import assert_clean_error, peftlab
@@ -258,6 +260,30 @@ def test_gradient_checkpointing_trains_a_quantized_base(tiny_config, tmp_path):
     assert all(not torch.equal(before, now[n]) for n, before in lora_before.items())
 
 
+@pytest.mark.parametrize("method", ["adapter", "head_only"])
+def test_trainer_trains_our_own_methods_beside_a_quantized_base_and_says_it_is_quantized(method, tiny_config, tmp_path):
+    """transformers' Trainer refuses a quantized model that peft does not wrap; PeftlabTrainer
+    takes one of which something trains, and leaves the model marked quantized as it came."""
+    cfg = tiny_config(f"method={method}", "quant=int8", "trainer.max_steps=2", "trainer.lr=1e-2")
+    prepared = prepare(cfg)
+    trainable = {n: p.detach().clone() for n, p in prepared.model.named_parameters() if p.requires_grad}
+    trainer = make_trainer(cfg, prepared, tmp_path)
+    assert prepared.model.is_quantized is True
+    trainer.train()
+    now = dict(prepared.model.named_parameters())
+    assert any(not torch.equal(before, now[name]) for name, before in trainable.items())
+
+
+def test_trainer_still_refuses_a_quantized_base_of_which_nothing_trains(tiny_config, tmp_path):
+    cfg = tiny_config("method=head_only", "quant=int8")
+    prepared = prepare(cfg)
+    for parameter in prepared.model.parameters():
+        parameter.requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing in this quantized model trains"):
+        make_trainer(cfg, prepared, tmp_path)
+    assert prepared.model.is_quantized
+
+
 @pytest.mark.slow
 def test_cli_qlora_run_writes_model_bytes_and_the_quant_settings(tiny_backbone, tiny_ner_dir, tmp_path):
     run_dir = tmp_path / "run"
@@ -297,7 +323,7 @@ def test_every_method_trains_on_the_quantized_bases_it_allows(method, quant, tin
 
 
 def test_shipped_quant_files_carry_exactly_the_options_of_their_bits():
-    from peftlab.quant import OPTIONS, check_options
+    from peftlab.quant.options import OPTIONS, check_options
 
     for path in sorted((Path(config_dir()) / "quant").glob("*.yaml")):
         quant = OmegaConf.load(path)
