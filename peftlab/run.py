@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from peftlab.backbones import load_tokenizer, model_source
 from peftlab.checkpoint import save_trained
+from peftlab.config import check_config, resolved
 from peftlab.data.sources import dataset_identity
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.measure import model_bytes, peak_memory, reset_peak_memory
@@ -35,8 +36,10 @@ EVALUATED_SPLITS = ("validation", "test")
 
 
 def execute(cfg: DictConfig, run_dir: Path) -> Result:
-    """Run and always leave a result.json behind: `ok`, or `failed` with the error. Under
-    torchrun/accelerate every process trains; only the first writes."""
+    """Run and always leave a result.json behind: `ok`, or `failed` with the error; only a
+    config that does not resolve has no run to record. Under torchrun/accelerate every process
+    trains; only the first writes."""
+    resolved(cfg)
     try:
         result = run(cfg, run_dir)
     except Exception as error:
@@ -68,7 +71,7 @@ class Prepared:
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Seed, load the data and the backbone, freeze it, let the method in, count."""
-    _check_trainer(cfg.trainer)
+    check_config(cfg)
     check_quantization(cfg.quant, cfg.method)
     transformers.set_seed(cfg.seed)  # before any module exists: head and adapter init repeat
 
@@ -247,23 +250,6 @@ def training_arguments(cfg: DictConfig, output_dir: Path) -> TrainingArguments:
         raise ConfigError(f"trainer settings rejected by transformers.TrainingArguments: {error}") from error
 
 
-def _check_trainer(trainer: DictConfig) -> None:
-    """Refuse nonsense before loading anything, naming the key to change."""
-    problems = []
-    if trainer.batch_size < 1 or trainer.eval_batch_size < 1:
-        problems.append("trainer.batch_size and trainer.eval_batch_size must be >= 1")
-    if not trainer.lr > 0:
-        problems.append(f"trainer.lr must be > 0 (got {trainer.lr})")
-    if trainer.max_steps <= 0 and not trainer.epochs > 0:
-        problems.append("trainer.epochs must be > 0 (or set trainer.max_steps > 0)")
-    if trainer.grad_accum < 1:
-        problems.append("trainer.grad_accum must be >= 1")
-    if not isinstance(trainer.group_by_length, bool):
-        problems.append(f"trainer.group_by_length must be true or false (got {trainer.group_by_length!r})")
-    if problems:
-        raise ConfigError("; ".join(problems) + ".")
-
-
 def _check_something_trains(cfg: DictConfig, params: ParamCount) -> None:
     """Refuse a run that would train nothing: a method whose weights this backbone lacks (BitFit
     on a model without biases) or that trains only the head of a task without one (head-only on
@@ -288,7 +274,7 @@ def _identity(cfg: DictConfig, status: str, error: str | None = None) -> Result:
         backbone=cfg.backbone.name,
         quant=cfg.quant.name,
         seed=cfg.seed,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=resolved(cfg),
         versions=package_versions(),
         git_sha=git_sha(),
     )

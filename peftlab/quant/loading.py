@@ -14,7 +14,7 @@ from transformers import AutoConfig, BitsAndBytesConfig
 from peftlab.errors import ConfigError
 from peftlab.heads import head_modules
 from peftlab.quant import is_quantized
-from peftlab.quant.options import COMPUTE_DTYPES, STORAGE_DTYPES, check_options
+from peftlab.quant.options import COMPUTE_DTYPES, STORAGE_DTYPES
 
 log = logging.getLogger("peftlab")
 
@@ -25,7 +25,6 @@ def loading_arguments(
     """The `from_pretrained` keyword arguments that quantize the base at load time; none for a
     float base. `source` and `config_kwargs` are those the model itself loads from;
     `head_in_body` names body modules the head reads (`backbone.head_in_body`: BERT's pooler)."""
-    check_options(quant)
     if quant.bits is None:
         return {}
     config = AutoConfig.from_pretrained(source, **config_kwargs)
@@ -51,7 +50,7 @@ def bitsandbytes_config(quant: DictConfig, keep_float: list[str]) -> BitsAndByte
         )
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=quant.quant_type,
+        bnb_4bit_quant_type=str(quant.quant_type),
         bnb_4bit_use_double_quant=quant.double_quant,
         bnb_4bit_compute_dtype=compute_dtype(quant.compute_dtype),
         bnb_4bit_quant_storage=STORAGE_DTYPES[quant.quant_storage],

@@ -4,81 +4,49 @@ kernels for this device."""
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from peftlab.config import QUANT_KINDS
 from peftlab.errors import ConfigError
 
 INSTALL = "pip install 'peftlab[quant]'"
-# The keys a quant config has, by its `bits`: exactly these, so a typo is refused, not ignored.
-OPTIONS = {
-    None: ("name", "bits"),
-    8: ("name", "bits", "outlier_threshold", "skip_modules"),
-    4: ("name", "bits", "quant_type", "double_quant", "compute_dtype", "quant_storage", "skip_modules"),
-}
-KINDS = {None: "a float base", 8: "an 8-bit base", 4: "a 4-bit base"}
-SHIPPED = {None: "conf/quant/none.yaml", 8: "conf/quant/int8.yaml", 4: "conf/quant/nf4.yaml"}
-FOUR_BIT_TYPES = ("nf4", "fp4")
+SHIPPED = {None: "none", 8: "int8", 4: "nf4"}  # the quant file of each kind, in conf/quant/
 COMPUTE_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 STORAGE_DTYPES = {"uint8": torch.uint8, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 def check_quantization(quant: DictConfig, method: DictConfig) -> None:
-    """Everything about quantization that can be refused before anything loads: the quant
-    options, whether the method can train on a quantized base, and whether bitsandbytes is
-    installed and has kernels for this device."""
-    check_options(quant)
+    """Everything about quantization that can be refused before anything loads. The options'
+    names, types and ranges are the schemas' (peftlab/config.py); here: that `quant.bits` is
+    the schema's, whether the method can train on a quantized base, and whether bitsandbytes
+    is installed and has kernels for this device."""
+    check_kind(quant)
     if quant.bits is None:
         return
     _check_method_allows_quantized_base(method, quant)
     _check_bitsandbytes(quant)
 
-def check_options(quant: DictConfig) -> None:
-    """Refuse an unknown, missing or out-of-range quant option, naming it and the valid ones.
 
-    Hydra refuses `quant.typo=...` by itself, but `+quant.typo=...` adds the key: this catches it."""
-    if "bits" not in quant or quant.bits not in OPTIONS:
+def check_kind(quant: DictConfig) -> None:
+    """A quant file's options are those of the schema it starts from, so its `bits` must be that
+    schema's: `quant=int8 quant.bits=4` would load a 4-bit base with 8-bit options."""
+    schema = OmegaConf.get_type(quant)
+    if schema not in QUANT_KINDS:
         raise ConfigError(
-            f"quant.bits={quant.get('bits')!r} (quant={quant.get('name')}): it must be null (a float base), "
-            f"8 ({SHIPPED[8]}) or 4 ({SHIPPED[4]})."
+            f"conf/quant/{quant.get('name')}.yaml does not start from a quant schema: begin it with "
+            "defaults: [/schema/quant/KIND@_here_, _self_], KIND float, int8 or four_bit, as conf/quant/nf4.yaml does."
         )
-    valid = OPTIONS[quant.bits]
-    problems = []
-    for key in quant:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            problems.append(f"quant.{key} is not one of its options" + (f" (did you mean quant.{close[0]}?)" if close else ""))
-    missing = [f"quant.{key}" for key in valid if key not in quant]
-    if missing:
-        problems.append(f"it lacks {', '.join(missing)} (start from {SHIPPED[quant.bits]}, which sets every option)")
-    if problems:
+    if quant.bits != QUANT_KINDS[schema]:
+        kinds = ", ".join(f"quant={name} ({'null' if bits is None else bits})" for bits, name in SHIPPED.items())
         raise ConfigError(
-            f"quant={quant.name} ({KINDS[quant.bits]}): {'; '.join(problems)}. The options of {KINDS[quant.bits]} "
-            f"are {', '.join(valid)}."
+            f"quant.bits={quant.bits} does not fit quant={quant.name}, whose options are those of bits "
+            f"{'null' if QUANT_KINDS[schema] is None else QUANT_KINDS[schema]} ({schema.__name__} in peftlab/config.py). "
+            f"Choose the quant file of the bits you want instead: {kinds}."
         )
-    if quant.bits is not None:
-        _check_values(quant)
 
-def _check_values(quant: DictConfig) -> None:
-    problems = []
-    if not OmegaConf.is_list(quant.skip_modules) or not all(isinstance(name, str) for name in quant.skip_modules):
-        problems.append(f"quant.skip_modules={quant.skip_modules!r} must be a list of module names, e.g. [bert.pooler]")
-    if quant.bits == 8 and not (isinstance(quant.outlier_threshold, (int, float)) and quant.outlier_threshold >= 0):
-        problems.append(f"quant.outlier_threshold={quant.outlier_threshold!r} must be a number >= 0 (6.0: LLM.int8())")
-    if quant.bits == 4:
-        for key, allowed in (
-            ("quant_type", FOUR_BIT_TYPES),
-            ("compute_dtype", tuple(COMPUTE_DTYPES)),
-            ("quant_storage", tuple(STORAGE_DTYPES)),
-            ("double_quant", (True, False)),
-        ):
-            if quant[key] not in allowed:
-                problems.append(f"quant.{key}={quant[key]!r} must be one of {', '.join(map(str, allowed))}")
-    if problems:
-        raise ConfigError(f"quant={quant.name}: " + "; ".join(problems) + ".")
 
 def _check_method_allows_quantized_base(method: DictConfig, quant: DictConfig) -> None:
     """`method.quantized_base` lists the `quant.bits` the method trains on; any other is refused

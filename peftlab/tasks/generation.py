@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerBase, Trainer
 
 from peftlab.data.sources import Splits
@@ -243,7 +243,7 @@ class Generation(Task):
 
     def __init__(self, task: DictConfig) -> None:
         super().__init__(task)
-        self.primary_metric = task.primary_metric
+        self.primary_metric = str(task.primary_metric)
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self._check_config()
 
@@ -358,23 +358,14 @@ class Generation(Task):
         )
 
     def _check_config(self) -> None:
-        """Refuse what would fail after training, before anything loads."""
+        """Refuse what would fail after training, before anything loads. Names, types and ranges
+        of the keys are the schema's (peftlab/config.py, GenerationTask)."""
         task = self.config
         available = ["exact_match"] + (["rouge_l"] if task.rouge else [])
         if task.primary_metric not in available:
             raise ConfigError(
-                f"task.primary_metric={task.primary_metric!r} is not computed by task {task.name!r}; "
+                f"task.primary_metric={str(task.primary_metric)!r} is not computed by task {task.name!r}; "
                 f"it computes {available} (rouge_l needs task.rouge=true)."
             )
         if task.rouge and importlib.util.find_spec("rouge_score") is None:
             raise ConfigError("task.rouge=true needs the rouge-score package: pip install 'peftlab[gen]'.")
-        unknown = [step for step in task.normalize if step not in NORMALIZERS]
-        if unknown:
-            raise ConfigError(f"task.normalize has unknown steps {unknown}; use any of {sorted(NORMALIZERS)}.")
-        if not isinstance(task.max_new_tokens, int) or task.max_new_tokens < 1:
-            raise ConfigError(f"task.max_new_tokens must be an integer >= 1, got {task.max_new_tokens!r}.")
-        for key in ("generation_batch_tokens", "loss_batch_tokens"):
-            if not isinstance(task[key], int) or task[key] < 1:
-                raise ConfigError(f"task.{key} must be an integer >= 1, got {task[key]!r}.")
-        if task.template is not None and not {"prompt", "completion"} <= set(OmegaConf.to_container(task.template)):
-            raise ConfigError("task.template needs both keys: prompt and completion (format strings over the row's fields).")
