@@ -15,7 +15,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from peftlab.__main__ import config_dir
-from peftlab.params import ParamCount
+from peftlab.result import ParamCount
 from peftlab.run import prepare
 
 README_OVERRIDES = ("backbone=minilm", "task=ner")  # what the README's method table counts

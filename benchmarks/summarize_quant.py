@@ -27,19 +27,19 @@ def row(result: Result, float_bytes: int | None) -> list[str]:
     primary = result.primary_metric
     trainer = result.config["trainer"]
     test = result.metrics["test"] or {}
-    cuda = result.memory["peak_cuda_mb"]
+    cuda = result.memory.peak_cuda_mb
     return [
         result.quant,
         result.method,
         str(result.seed),
         f"{100 * test[primary]:.2f}" if test else "",
         f"{100 * result.metrics['validation'][primary]:.2f}",
-        f"{result.memory['model_bytes'] / 2**20:.1f}",
-        f"{result.memory['model_bytes'] / float_bytes:.2f}" if float_bytes else "",
-        f"{result.memory['peak_rss_mb']:.0f}",
+        f"{result.memory.model_bytes / 2**20:.1f}",
+        f"{result.memory.model_bytes / float_bytes:.2f}" if float_bytes else "",
+        f"{result.memory.peak_rss_mb:.0f}",
         f"{cuda:.0f}" if cuda is not None else "",
-        f"{trainer['batch_size'] * trainer['grad_accum'] / result.timing['train_samples_per_second']:.3f}",
-        f"{result.timing['train_seconds']:.0f}",
+        f"{trainer['batch_size'] * trainer['grad_accum'] / result.timing.train_samples_per_second:.3f}",
+        f"{result.timing.train_seconds:.0f}",
     ]
 
 
@@ -53,13 +53,13 @@ def table(folder: Path) -> str:
     first = results[0]
     lines = [
         f"task `{first.task}` ({first.dataset}), backbone `{first.backbone}`; metric: {first.primary_metric} x 100; "
-        f"device: {'GPU' if first.memory.get('peak_cuda_mb') is not None else 'CPU'}",
+        f"device: {'GPU' if first.memory and first.memory.peak_cuda_mb is not None else 'CPU'}",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
     float_bytes = {
-        (r.method, r.seed): r.memory["model_bytes"] for r in results if r.status == "ok" and r.quant == "none"
+        (r.method, r.seed): r.memory.model_bytes for r in results if r.status == "ok" and r.quant == "none"
     }
     lines += ["| " + " | ".join(row(result, float_bytes.get((result.method, result.seed)))) + " |" for result in results]
     return "\n".join(lines) + "\n"

@@ -11,23 +11,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from peftlab.config import config_dir  # importing it registers the schemas the config files name
 from peftlab.errors import PeftlabError
 from peftlab.result import Result
 
 log = logging.getLogger("peftlab")
 
 
-def config_dir() -> str:
-    """conf/ beside the package in a checkout; inside the package in an installed wheel."""
-    packaged = Path(__file__).parent / "conf"
-    return str(packaged if packaged.is_dir() else Path(__file__).parent.parent / "conf")
-
-
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """One run. Returns the validation primary metric, the objective a sweeper (Optuna) tunes:
     never the test metric. In a sweep, a failed run leaves its failed result.json and the
-    sweep goes on; alone, a user error ends with one paragraph and exit code 2."""
+    sweep goes on; alone, a user error ends with one paragraph and exit code 2. A config that
+    does not fit its schema (peftlab/config.py) never gets here: Hydra refuses it while it
+    composes, with the key, and exit code 1."""
     import torch
 
     from peftlab.run import execute, is_main_process  # heavy imports after Hydra parsed the command line

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from peftlab.errors import ConfigError
-from peftlab.quant import loading_arguments, prepare_loaded
+from peftlab.quant.loading import loading_arguments, prepare_loaded
 
 log = logging.getLogger("peftlab")
 PACKAGE_SCHEME = "pkg://"
@@ -123,18 +123,13 @@ def convert_gguf(gguf: Path, destination: Path) -> None:
     tokenizer.save_pretrained(destination)
 
 
-def is_local(spec: str) -> bool:
-    """True when the weights need no network: a packaged or existing local folder."""
-    return spec.startswith(PACKAGE_SCHEME) or Path(spec).is_dir()
-
-
 def load_model(auto_class: type, backbone: DictConfig, quant: DictConfig, **task_kwargs: Any) -> torch.nn.Module:
     """The backbone with the task's head, through `auto_class.from_pretrained`. Every task
     kind loads through here, so weight sources and quantization work the same for all.
 
     fp32: on CPU, bf16 and fp16 math is ~20x slower than fp32, and fp32 is the honest
     baseline on GPU too. With `quant.bits` set, the body is quantized while it loads and the
-    head kept in float (peftlab/quant.py); the quantization arguments read the model's config
+    head kept in float (peftlab/quant/loading.py); the quantization arguments read the model's config
     from the same source, so a failed download is explained the same way."""
     quantization = from_pretrained_or_explain(
         partial(loading_arguments, quant, auto_class, list(backbone.get("head_in_body") or [])),
@@ -146,20 +141,6 @@ def load_model(auto_class: type, backbone: DictConfig, quant: DictConfig, **task
         auto_class.from_pretrained, backbone, revision=backbone.revision, dtype=torch.float32, **quantization, **task_kwargs
     )
     return prepare_loaded(model, quant)
-
-
-def body_modules_in_head(model: torch.nn.Module, backbone: DictConfig) -> list[str]:
-    """Modules inside the pretrained body that the task head reads, as full names: the names in
-    `backbone.head_in_body` (relative to the body) that the built model has, with weights.
-    BERT's sequence classifier reads the body's pooler; its token classifier builds none, and
-    then nothing is added."""
-    modules = dict(model.named_modules())
-    found = []
-    for name in backbone.get("head_in_body") or []:
-        full_name = f"{model.base_model_prefix}.{name}"
-        if full_name in modules and any(True for _ in modules[full_name].parameters()):
-            found.append(full_name)
-    return found
 
 
 def load_tokenizer(backbone: DictConfig) -> PreTrainedTokenizerBase:

@@ -4,9 +4,11 @@ counts as many parameters as the same base in float (`parameter_count`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
+
+from peftlab.result import ParamCount
 
 
 @dataclass(frozen=True)
@@ -15,18 +17,6 @@ class BaseCount:
 
     base_total: int
     head_total: int
-
-
-@dataclass(frozen=True)
-class ParamCount:
-    base_total: int
-    trainable: int
-    method: int
-    head: int
-    trainable_pct: float  # share of all parameters of the finished model (base + head) that train
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def in_modules(name: str, modules: list[str]) -> bool:

@@ -1,5 +1,9 @@
 """The Result record and result.json: the one file per run that the report and every
-benchmark read. A failed run writes one too, so a sweep can say what went wrong where."""
+benchmark read. A failed run writes one too, so a sweep can say what went wrong where.
+
+The measured sections are typed records (`ParamCount`, `Timing`, `Memory`, `Checkpoint`): the
+run fills them, the report and the benchmarks read them back through `Result.read`, and the
+JSON keeps one shape for all. A failed run has none of them, written as `{}`."""
 
 from __future__ import annotations
 
@@ -15,6 +19,44 @@ RESULT_FILE = "result.json"
 TRACKED_PACKAGES = ("peftlab", "torch", "transformers", "peft", "datasets", "hydra-core", "seqeval")
 
 
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameters of the finished model, counted once by `peftlab.params`: the head apart from
+    the base and once (peft's modules_to_save keeps a frozen copy beside the trained one), a
+    packed 4-bit weight at its logical size."""
+
+    base_total: int  # the pretrained body, without the head
+    trainable: int  # method + head
+    method: int
+    head: int
+    trainable_pct: float  # share of all parameters of the finished model (base + head) that train
+
+
+@dataclass(frozen=True)
+class Timing:
+    train_seconds: float
+    train_samples_per_second: float
+    train_tokens_per_second: float  # real (non-padding) tokens
+    eval_seconds: float  # every evaluated split, generation included
+    torch_threads: int | None = None  # timings compare only at equal threads; None in runs older than the key
+
+
+@dataclass(frozen=True)
+class Memory:
+    peak_rss_mb: float
+    peak_cuda_mb: float | None  # None without CUDA
+    model_bytes: int | None = None  # the model as loaded (base + head), before the method; None in older runs
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: str
+    size_bytes: int
+
+
+RECORDS = {"params": ParamCount, "timing": Timing, "memory": Memory, "checkpoint": Checkpoint}
+
+
 @dataclass
 class Result:
     status: str  # "ok" | "failed"
@@ -26,14 +68,14 @@ class Result:
     seed: int
     error: str | None = None
     dataset_fingerprint: str | None = None  # what `dataset` names, exactly (peftlab.data.sources.dataset_identity)
-    params: dict[str, Any] = field(default_factory=dict)
+    params: ParamCount | None = None
     primary_metric: str | None = None
     metrics: dict[str, dict[str, float] | None] = field(default_factory=dict)  # "test": None without one
     data_sizes: dict[str, int] = field(default_factory=dict)  # examples per split after the subsample
     history: list[dict[str, float]] = field(default_factory=list)  # validation metrics during training
-    timing: dict[str, float] = field(default_factory=dict)
-    memory: dict[str, float | None] = field(default_factory=dict)
-    checkpoint: dict[str, Any] = field(default_factory=dict)
+    timing: Timing | None = None
+    memory: Memory | None = None
+    checkpoint: Checkpoint | None = None
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     git_sha: str | None = None
@@ -41,12 +83,21 @@ class Result:
 
     def write(self, run_dir: Path) -> Path:
         path = Path(run_dir) / RESULT_FILE
-        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=False) + "\n")
+        path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
         return path
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {**data, **{section: data[section] or {} for section in RECORDS}}
 
     @classmethod
     def read(cls, path: Path) -> "Result":
-        return cls(**json.loads(Path(path).read_text()))
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Result":
+        records = {section: record(**data[section]) if data.get(section) else None for section, record in RECORDS.items()}
+        return cls(**{**data, **records})
 
 
 def package_versions() -> dict[str, str]:

@@ -13,17 +13,20 @@ from typing import Any
 import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
+from peft import PeftModel
 from torch.utils.data import Sampler, SequentialSampler
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from peftlab.backbones import body_modules_in_head, load_tokenizer, model_source
+from peftlab.backbones import load_tokenizer, model_source
+from peftlab.config import check_config, resolved
 from peftlab.data.sources import dataset_identity
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.measure import model_bytes, peak_memory, reset_peak_memory
 from peftlab.methods import AppliedMethod, MethodContext, apply_method
-from peftlab.params import ParamCount, count_base, count_trainable, in_modules
-from peftlab.quant import check_quantization, require_float_head, trainable_beside_quantized_base
-from peftlab.result import Result, git_sha, package_versions
+from peftlab.params import count_base, count_trainable, in_modules
+from peftlab.quant.loading import require_float_head
+from peftlab.quant.options import check_quantization
+from peftlab.result import Checkpoint, Memory, ParamCount, Result, Timing, git_sha, package_versions
 from peftlab.tasks import Task, build_task
 
 log = logging.getLogger("peftlab")
@@ -32,8 +35,10 @@ EVALUATED_SPLITS = ("validation", "test")
 
 
 def execute(cfg: DictConfig, run_dir: Path) -> Result:
-    """Run and always leave a result.json behind: `ok`, or `failed` with the error. Under
-    torchrun/accelerate every process trains; only the first writes."""
+    """Run and always leave a result.json behind: `ok`, or `failed` with the error; only a
+    config that does not resolve has no run to record. Under torchrun/accelerate every process
+    trains; only the first writes."""
+    resolved(cfg)
     try:
         result = run(cfg, run_dir)
     except Exception as error:
@@ -66,7 +71,7 @@ class Prepared:
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Seed, load the data and the backbone, freeze it, let the method in, count."""
-    _check_trainer(cfg.trainer)
+    check_config(cfg)
     check_quantization(cfg.quant, cfg.method)
     transformers.set_seed(cfg.seed)  # before any module exists: head and adapter init repeat
 
@@ -75,7 +80,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     tokenizer = load_tokenizer(cfg.backbone)
     model = task.build_model(cfg.backbone, cfg.quant)
 
-    head = task.head_modules(model) + body_modules_in_head(model, cfg.backbone)
+    head = task.head_modules(model, list(cfg.backbone.get("head_in_body") or []))
     require_float_head(model, head)
     loaded_bytes = model_bytes(model)
     for name, parameter in model.named_parameters():
@@ -102,30 +107,52 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(task, tokenizer, method.model, params, task.encode(splits, tokenizer), loaded_bytes, method)
 
 
-class InOrderEvaluationTrainer(Trainer):
-    """transformers' Trainer, except that evaluation reads a split in the order it is given.
+class PeftlabTrainer(Trainer):
+    """transformers' Trainer with the two changes peftlab needs, both here.
 
-    With `train_sampling_strategy="group_by_length"`, transformers 5.23 also groups evaluation
+    Evaluation reads a split in the order it is given. With
+    `train_sampling_strategy="group_by_length"`, transformers 5.23 also groups evaluation
     batches, in random mega-batches of a quarter of the split at most (`Trainer._get_eval_sampler`):
     on CoNLL-2003 validation at batch 64 only 75% of the processed tokens are real. Evaluation
     needs no randomness, so peftlab hands it each split longest first (`evaluation_order`) and
-    reads it in that order: 92% real. This is transformers' own sampler for the ungrouped case."""
+    reads it in that order: 92% real. This is transformers' own sampler for the ungrouped case.
+
+    A quantized base may train through modules that are not peft's. Trainer refuses a quantized
+    model that peft does not wrap ("purely quantized models":
+    `transformers.trainer_utils.validate_quantization_for_training`, called once, from
+    `Trainer.__init__`), to stop a run that would train nothing. peftlab's own methods (head_only,
+    adapter) train float modules beside the frozen quantized base, so for them the refusal is
+    wrong; what it guards against is refused here instead: a model of which nothing trains. That
+    check reads the flag transformers' quantizer sets on the model it loads (`is_quantized`),
+    which nothing else in `Trainer.__init__` reads, so the flag is lowered while Trainer is built
+    and raised again before it returns. Peft models and float bases go through Trainer's own check."""
+
+    def __init__(self, model: torch.nn.Module, **kwargs: Any) -> None:
+        if isinstance(model, PeftModel) or not getattr(model, "is_quantized", False):
+            super().__init__(model=model, **kwargs)
+            return
+        if not any(parameter.requires_grad for parameter in model.parameters()):
+            raise ValueError("nothing in this quantized model trains: attach a method that trains beside the base.")
+        model.is_quantized = False
+        try:
+            super().__init__(model=model, **kwargs)
+        finally:
+            model.is_quantized = True
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
 
 def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Trainer:
-    with trainable_beside_quantized_base(prepared.model):
-        return InOrderEvaluationTrainer(
-            model=prepared.model,
-            args=training_arguments(cfg, output_dir),
-            train_dataset=prepared.encoded["train"],
-            eval_dataset=evaluation_order(cfg.trainer, prepared.encoded["validation"]),
-            data_collator=prepared.task.collator(prepared.tokenizer, prepared.method.input_layout),
-            compute_metrics=prepared.task.compute_metrics,
-            preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
-        )
+    return PeftlabTrainer(
+        model=prepared.model,
+        args=training_arguments(cfg, output_dir),
+        train_dataset=prepared.encoded["train"],
+        eval_dataset=evaluation_order(cfg.trainer, prepared.encoded["validation"]),
+        data_collator=prepared.task.collator(prepared.tokenizer, prepared.method.input_layout),
+        compute_metrics=prepared.task.compute_metrics,
+        preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
+    )
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Result:
@@ -150,19 +177,19 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     if "test" not in metrics:
         metrics["test"] = None
         result.notes.append(f"{result.dataset} has no test split: the metrics are on validation only")
-    result.params = prepared.params.as_dict()
+    result.params = prepared.params
     result.primary_metric = primary
     result.metrics = metrics
     result.history = _history(trainer.state.log_history)
-    result.timing = {
-        "train_seconds": train_seconds,
-        "train_samples_per_second": trained.metrics["train_samples_per_second"],
-        "train_tokens_per_second": trainer.state.num_input_tokens_seen / train_seconds,
-        "eval_seconds": sum(values[f"{split}_runtime"] for split, values in evaluated.items()),
-        "torch_threads": torch.get_num_threads(),  # timings compare only at equal threads
-    }
-    result.memory = {**peak_memory(), "model_bytes": prepared.model_bytes}
-    result.checkpoint = {"path": str(checkpoint_dir), "size_bytes": checkpoint_bytes}
+    result.timing = Timing(
+        train_seconds=train_seconds,
+        train_samples_per_second=trained.metrics["train_samples_per_second"],
+        train_tokens_per_second=trainer.state.num_input_tokens_seen / train_seconds,
+        eval_seconds=sum(values[f"{split}_runtime"] for split, values in evaluated.items()),
+        torch_threads=torch.get_num_threads(),
+    )
+    result.memory = Memory(**peak_memory(), model_bytes=prepared.model_bytes)
+    result.checkpoint = Checkpoint(path=str(checkpoint_dir), size_bytes=checkpoint_bytes)
     scores = "  ".join(f"{split} {primary}={values[primary]:.4f}" for split, values in metrics.items() if values)
     log.info("%s  (train %.1fs)", scores, train_seconds)
     return result
@@ -223,23 +250,6 @@ def training_arguments(cfg: DictConfig, output_dir: Path) -> TrainingArguments:
         raise ConfigError(f"trainer settings rejected by transformers.TrainingArguments: {error}") from error
 
 
-def _check_trainer(trainer: DictConfig) -> None:
-    """Refuse nonsense before loading anything, naming the key to change."""
-    problems = []
-    if trainer.batch_size < 1 or trainer.eval_batch_size < 1:
-        problems.append("trainer.batch_size and trainer.eval_batch_size must be >= 1")
-    if not trainer.lr > 0:
-        problems.append(f"trainer.lr must be > 0 (got {trainer.lr})")
-    if trainer.max_steps <= 0 and not trainer.epochs > 0:
-        problems.append("trainer.epochs must be > 0 (or set trainer.max_steps > 0)")
-    if trainer.grad_accum < 1:
-        problems.append("trainer.grad_accum must be >= 1")
-    if not isinstance(trainer.group_by_length, bool):
-        problems.append(f"trainer.group_by_length must be true or false (got {trainer.group_by_length!r})")
-    if problems:
-        raise ConfigError("; ".join(problems) + ".")
-
-
 def _check_something_trains(cfg: DictConfig, params: ParamCount) -> None:
     """Refuse a run that would train nothing: a method whose weights this backbone lacks (BitFit
     on a model without biases) or that trains only the head of a task without one (head-only on
@@ -264,7 +274,7 @@ def _identity(cfg: DictConfig, status: str, error: str | None = None) -> Result:
         backbone=cfg.backbone.name,
         quant=cfg.quant.name,
         seed=cfg.seed,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=resolved(cfg),
         versions=package_versions(),
         git_sha=git_sha(),
     )

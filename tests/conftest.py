@@ -227,7 +227,7 @@ def tiny_gen_config(tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch):
     import peftlab.tasks.generation
 
     splits = {split: gen_rows() for split in ("train", "validation", "test")}
-    monkeypatch.setattr(peftlab.tasks.generation, "load_splits", lambda data: splits)
+    monkeypatch.setattr(peftlab.tasks, "load_splits", lambda data: splits)
 
     def make(*overrides: str) -> DictConfig:
         cfg = compose_config(

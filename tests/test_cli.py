@@ -129,6 +129,17 @@ def test_out_of_range_trainer_value_names_the_key(tmp_path):
     assert_clean_error(peftlab("trainer.batch_size=0", cwd=tmp_path), "trainer.batch_size")
 
 
+def test_a_value_of_the_wrong_type_is_refused_by_hydra_naming_the_key_and_the_choices(tmp_path):
+    assert_clean_error(peftlab("trainer.batch_size=abc", cwd=tmp_path), "trainer.batch_size", "Integer")
+    assert_clean_error(peftlab("quant=nf4", "quant.quant_type=nf5", cwd=tmp_path), "quant.quant_type", "nf4, fp4")
+
+
+def test_a_key_added_with_plus_that_the_schema_lacks_is_one_paragraph_naming_it(tmp_path):
+    completed = peftlab("+trainer.batch_sise=8", cwd=tmp_path)
+    assert_clean_error(completed, "trainer.batch_sise", "did you mean trainer.batch_size")
+    assert completed.returncode == 2
+
+
 @pytest.mark.parametrize("override", ["trainer.epochs=1", "trainer.lr=0.001", "task.max_train_samples=10",
                                       "task.max_eval_samples=10", "trainer.max_steps=2", "seed=1"])
 def test_documented_overrides_compose(override):

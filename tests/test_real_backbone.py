@@ -25,12 +25,12 @@ def test_lora_on_a_few_hundred_wnut17_sentences(tmp_path):
     result = execute(cfg, tmp_path)
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["status"] == "ok" and saved["dataset"].endswith("wnut17")
-    assert result.params["base_total"] == MINILM_BODY_PARAMETERS
-    assert result.params["head"] == 384 * 13 + 13  # 6 types x B/I + O
+    assert result.params.base_total == MINILM_BODY_PARAMETERS
+    assert result.params.head == 384 * 13 + 13  # 6 types x B/I + O
     losses = [point["train_loss"] for point in result.history if "train_loss" in point]
     assert len(losses) >= 4 and losses[-1] < losses[0] * 0.7
     assert 0.0 <= result.metrics["test"]["f1"] <= 1.0
-    assert result.timing["train_tokens_per_second"] > 0
+    assert result.timing.train_tokens_per_second > 0
 
 
 def test_the_demo_teaches_minilm_to_find_unseen_entities(tmp_path):

@@ -26,7 +26,7 @@ def run_lora(tmp_path, task: str, *overrides: str):
     )
     result = execute(cfg, tmp_path)
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "ok"
-    assert result.primary_metric == "accuracy" and result.params["base_total"] == MINILM_BODY_PARAMETERS
+    assert result.primary_metric == "accuracy" and result.params.base_total == MINILM_BODY_PARAMETERS
     return result
 
 
@@ -34,7 +34,7 @@ def test_lora_on_a_few_hundred_sst2_sentences_beats_chance(tmp_path):
     result = run_lora(
         tmp_path, "sst2", "task.max_train_samples=256", "task.max_eval_samples=200", "trainer.epochs=3", "trainer.lr=2e-3",
     )
-    assert result.params["head"] == MINILM_POOLER + 384 * 2 + 2
+    assert result.params.head == MINILM_POOLER + 384 * 2 + 2
     assert result.notes == []
     assert result.metrics["test"]["accuracy"] > 0.6  # chance: 0.5
 
@@ -44,6 +44,6 @@ def test_lora_on_a_few_hundred_banking77_questions_beats_chance(tmp_path):
         tmp_path, "banking77", "task.max_train_samples=400", "task.max_eval_samples=200",
         "trainer.epochs=3", "trainer.lr=2e-3",
     )
-    assert result.params["head"] == MINILM_POOLER + 384 * 77 + 77  # all 77 intents from categories.json
+    assert result.params.head == MINILM_POOLER + 384 * 77 + 77  # all 77 intents from categories.json
     assert any("held out as validation" in note for note in result.notes)
     assert result.metrics["test"]["accuracy"] > 0.1  # chance: 1/77

@@ -77,12 +77,12 @@ def test_lora_on_a_few_dozen_banking77_queries_as_generation(tmp_path):
     result = execute(cfg, tmp_path)
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["status"] == "ok" and saved["primary_metric"] == "exact_match"
-    assert result.params["base_total"] == SMOLLM2_PARAMETERS and result.params["head"] == 0
+    assert result.params.base_total == SMOLLM2_PARAMETERS and result.params.head == 0
     losses = [point["train_loss"] for point in result.history if "train_loss" in point]
     assert losses[-1] < losses[0], losses
     for split in ("validation", "test"):
         assert 0.0 <= result.metrics[split]["exact_match"] <= 1.0
-    assert result.timing["eval_seconds"] > 0
+    assert result.timing.eval_seconds > 0
 
 
 def test_prefix_tuning_on_a_few_dozen_sst2_reviews_as_generation(tmp_path):
@@ -98,7 +98,7 @@ def test_prefix_tuning_on_a_few_dozen_sst2_reviews_as_generation(tmp_path):
     except ConfigError as error:
         pytest.skip(f"this checkout cannot read SST-2's label-text files yet (the tasks branch adds the reader): {error}")
     result = execute(cfg, tmp_path)
-    assert result.params["head"] == 0 and result.params["method"] == 20 * 30 * 2 * 192  # tokens x layers x k,v x kv width
+    assert result.params.head == 0 and result.params.method == 20 * 30 * 2 * 192  # tokens x layers x k,v x kv width
     losses = [point["train_loss"] for point in result.history if "train_loss" in point]
     assert losses[-1] < losses[0], losses
     assert 0.0 <= result.metrics["test"]["exact_match"] <= 1.0

@@ -38,7 +38,7 @@ from peft import PeftConfig, PeftModel, PeftType, PromptTuningInit, get_peft_mod
 from peftlab.checkpoint import load_adapter, save_adapter
 from peftlab.errors import ConfigError
 from peftlab.methods import AppliedMethod, MethodContext, check_range
-from peftlab.quant import merge_to_float
+from peftlab.export import merge_to_float
 from peftlab.tasks import InputLayout
 
 # peft fields that name modules: they take slots (or all_linear) in the yaml

@@ -1,5 +1,12 @@
 """Task kinds. A task config names its kind's class (`task.kind: module.Class`); the class
-loads and encodes the data, attaches the head, evaluates and computes the metrics."""
+loads and encodes the data, attaches the head, evaluates and computes the metrics.
+
+Every kind goes through the same steps, written once in `Task` (the template): load the splits
+(`task.data`), `check` them, arrange them (validation carved from train when missing, test
+optional, subsamples), load the backbone with the kind's head (`auto_model`), `encode`. A new
+kind writes only what differs: its `auto_model`, what `check` refuses (and the label set it
+fixes on the full training split), `tokenize`, `collator` and `compute_metrics`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,12 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase, Trainer
 
+from peftlab.backbones import load_model
+from peftlab.data.sources import Splits, arrange_splits, load_splits
 from peftlab.errors import ConfigError
+from peftlab.heads import head_modules
+
+IGNORED = -100  # the label id torch's cross-entropy skips: padding, prompts, later sub-tokens
 
 
 @dataclass(frozen=True)
@@ -28,36 +40,56 @@ PLAIN_INPUT = InputLayout()  # nothing in front of the input: the layout without
 
 
 class Task:
-    """What the shared trainer asks of every task kind. Subclasses fill in the data, the head
-    and the metric; evaluation through `Trainer.evaluate` suits every kind that scores the
-    model's logits, and a kind that must generate text overrides `evaluate`."""
+    """What the shared trainer asks of every task kind, and the steps they share. Evaluation
+    through `Trainer.evaluate` suits every kind that scores the model's logits; a kind that must
+    generate text overrides `evaluate`."""
 
     primary_metric: str
     peft_task_type: str  # peft.TaskType name
+    auto_model: type  # the transformers Auto class that builds the backbone with this kind's head
 
     def __init__(self, task: DictConfig) -> None:
         self.config = task
         self.notes: list[str] = []  # what prepare_data did that a reader of result.json must know
 
-    def prepare_data(self) -> dict[str, list[dict]]:
-        """{"train", "validation"[, "test"]: examples}. A missing test split is allowed: the run
-        then reports validation only and says so. `peftlab.data.sources.arrange_splits` applies
-        the rule every kind shares (validation carved from train when missing)."""
-        raise NotImplementedError
+    def prepare_data(self) -> Splits:
+        """{"train", "validation"[, "test"]: examples}: loaded, checked in full (before any
+        subsample, so a label set is read from all of train), then arranged. A missing test
+        split is allowed: the run then reports validation only and says so."""
+        splits = self.check(load_splits(self.config.data))
+        arranged, self.notes = arrange_splits(splits, self.config)
+        return arranged
+
+    def check(self, splits: Splits) -> Splits:
+        """Refuse what this kind cannot train on, naming the split and the fix; return the splits
+        in the shape `encode` takes."""
+        return splits
 
     def build_model(self, backbone: DictConfig, quant: DictConfig) -> torch.nn.Module:
-        raise NotImplementedError
+        return load_model(self.auto_model, backbone, quant, **self.model_kwargs())
 
-    def head_modules(self, model: torch.nn.Module) -> list[str]:
-        """Top-level modules outside the pretrained body that have weights: the task head. The
-        run adds the modules inside the body that the head reads (`backbone.head_in_body`)."""
-        return [
-            name
-            for name, child in model.named_children()
-            if name != model.base_model_prefix and any(True for _ in child.parameters())
-        ]
+    def model_kwargs(self) -> dict[str, Any]:
+        """What `auto_model` needs to size the head (the labels)."""
+        return {}
 
-    def encode(self, splits: dict[str, list[dict]], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    def head_modules(self, model: torch.nn.Module, head_in_body: list[str]) -> list[str]:
+        """The modules that train in full with every method (`peftlab.heads`)."""
+        return head_modules(model, head_in_body)
+
+    def encode(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+        """Each split as a `datasets.Dataset` holding only the model inputs `tokenize` makes;
+        truncated at `task.max_length`, padded per batch by the collator."""
+        import datasets
+
+        encoded = {}
+        for split, examples in splits.items():
+            dataset = datasets.Dataset.from_list(examples)
+            encoded[split] = dataset.map(
+                lambda batch: self.tokenize(batch, tokenizer), batched=True, remove_columns=dataset.column_names
+            )
+        return encoded
+
+    def tokenize(self, batch: dict[str, list], tokenizer: PreTrainedTokenizerBase) -> dict[str, list]:
         raise NotImplementedError
 
     def collator(self, tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT) -> Any:
@@ -74,6 +106,22 @@ class Task:
     def evaluate(self, trainer: Trainer, dataset: Any, split: str) -> dict[str, float]:
         """Metrics on one split, keys prefixed with the split name (`validation_f1`)."""
         return trainer.evaluate(dataset, metric_key_prefix=split)
+
+    def data_source(self) -> str:
+        """Where the data comes from, as error messages name it."""
+        data = self.config.data
+        if data.path is not None:
+            return f"task.data.path={data.path}"
+        if data.hub_id is not None:
+            return f"the hub dataset {data.hub_id!r}"
+        return f"task.data (format {data.format!r})"
+
+
+def label_head(labels: list[str]) -> dict[str, Any]:
+    """`from_pretrained` arguments for a head with one output per label, its names in the config."""
+    return dict(
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}
+    )
 
 
 def build_task(task: DictConfig) -> Task:

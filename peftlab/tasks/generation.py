@@ -25,16 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerBase, Trainer
 
-from peftlab.backbones import load_model
-from peftlab.data.sources import arrange_splits, load_splits
+from peftlab.data.sources import Splits
 from peftlab.errors import ConfigError, DataError
-from peftlab.tasks import PLAIN_INPUT, InputLayout, Task
+from peftlab.tasks import IGNORED, PLAIN_INPUT, InputLayout, Task
 
 log = logging.getLogger("peftlab")
-IGNORED = -100  # the label id torch's cross-entropy skips
 NORMALIZERS: dict[str, Callable[[str], str]] = {
     "strip": str.strip,
     "casefold": str.casefold,
@@ -238,28 +236,22 @@ def evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
 
 class Generation(Task):
     peft_task_type = "CAUSAL_LM"
+    auto_model = AutoModelForCausalLM
     # Trainer's own evaluation during training (the learning curve) then computes the teacher-forced
     # loss only, without gathering logits over the whole vocabulary; `evaluate` generates and scores.
     compute_metrics = None
 
     def __init__(self, task: DictConfig) -> None:
         super().__init__(task)
-        self.primary_metric = task.primary_metric
+        self.primary_metric = str(task.primary_metric)
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self._check_config()
 
-    def prepare_data(self) -> dict[str, list[dict]]:
-        """Read the splits, turn every row into {prompt, completion}, then the shared split rule
-        (validation carved from train when missing, test optional) and the subsample."""
-        splits = load_splits(self.config.data)
-        pairs = {split: self._prompt_completion_rows(split, rows) for split, rows in splits.items()}
-        arranged, self.notes = arrange_splits(pairs, self.config)
-        return arranged
+    def check(self, splits: Splits) -> Splits:
+        """Every row as {prompt, completion}: built by `task.template`, or read as they are."""
+        return {split: self._prompt_completion_rows(split, rows) for split, rows in splits.items()}
 
-    def build_model(self, backbone: DictConfig, quant: DictConfig) -> torch.nn.Module:
-        return load_model(AutoModelForCausalLM, backbone, quant)
-
-    def head_modules(self, model: torch.nn.Module) -> list[str]:
+    def head_modules(self, model: torch.nn.Module, head_in_body: list[str]) -> list[str]:
         """No task head: the LM head is the backbone's own output layer (see the module docstring)."""
         return []
 
@@ -332,7 +324,7 @@ class Generation(Task):
             return [to_prompt_completion(row, template, label_words) for row in rows]
         if not {"prompt", "completion"} <= rows[0].keys():
             raise DataError(
-                f"the {split!r} split of {self._source()} has rows with fields {sorted(rows[0])}, not prompt and "
+                f"the {split!r} split of {self.data_source()} has rows with fields {sorted(rows[0])}, not prompt and "
                 "completion. Map the file's columns with task.data.columns={prompt: COLUMN, completion: COLUMN}, "
                 "or set task.template to build them (as conf/task/banking77_gen.yaml does)."
             )
@@ -350,7 +342,7 @@ class Generation(Task):
                 pair = encode_pair(prompt, completion + [tokenizer.eos_token_id], self.config.max_length, keep_first)
             except CompletionTooLong as error:
                 raise DataError(
-                    f"example {index} of the {split!r} split of {self._source()}: its completion takes {error} tokens "
+                    f"example {index} of the {split!r} split of {self.data_source()}: its completion takes {error} tokens "
                     f"with EOS, which leaves no room for the prompt in task.max_length={self.config.max_length}. "
                     "Raise task.max_length or shorten the completion; peftlab never truncates a completion."
                 ) from None
@@ -366,27 +358,14 @@ class Generation(Task):
         )
 
     def _check_config(self) -> None:
-        """Refuse what would fail after training, before anything loads."""
+        """Refuse what would fail after training, before anything loads. Names, types and ranges
+        of the keys are the schema's (peftlab/config.py, GenerationTask)."""
         task = self.config
         available = ["exact_match"] + (["rouge_l"] if task.rouge else [])
         if task.primary_metric not in available:
             raise ConfigError(
-                f"task.primary_metric={task.primary_metric!r} is not computed by task {task.name!r}; "
+                f"task.primary_metric={str(task.primary_metric)!r} is not computed by task {task.name!r}; "
                 f"it computes {available} (rouge_l needs task.rouge=true)."
             )
         if task.rouge and importlib.util.find_spec("rouge_score") is None:
             raise ConfigError("task.rouge=true needs the rouge-score package: pip install 'peftlab[gen]'.")
-        unknown = [step for step in task.normalize if step not in NORMALIZERS]
-        if unknown:
-            raise ConfigError(f"task.normalize has unknown steps {unknown}; use any of {sorted(NORMALIZERS)}.")
-        if not isinstance(task.max_new_tokens, int) or task.max_new_tokens < 1:
-            raise ConfigError(f"task.max_new_tokens must be an integer >= 1, got {task.max_new_tokens!r}.")
-        for key in ("generation_batch_tokens", "loss_batch_tokens"):
-            if not isinstance(task[key], int) or task[key] < 1:
-                raise ConfigError(f"task.{key} must be an integer >= 1, got {task[key]!r}.")
-        if task.template is not None and not {"prompt", "completion"} <= set(OmegaConf.to_container(task.template)):
-            raise ConfigError("task.template needs both keys: prompt and completion (format strings over the row's fields).")
-
-    def _source(self) -> str:
-        data = self.config.data
-        return f"task.data.path={data.path}" if data.path else f"task.data (format {data.format!r}, hub_id {data.hub_id!r})"

@@ -22,19 +22,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from peftlab.backbones import load_model
 from peftlab.data.columns import Example
 from peftlab.data.labels import label_names, pinned_label_names
-from peftlab.data.sources import arrange_splits, load_splits
-from peftlab.errors import ConfigError, DataError
-from peftlab.tasks import PLAIN_INPUT, InputLayout, Task
+from peftlab.data.sources import Splits
+from peftlab.errors import DataError
+from peftlab.tasks import PLAIN_INPUT, InputLayout, Task, label_head
 
-METRICS = ("accuracy", "f1_macro")
 TEXT_KEYS = ("text", "text_pair")
 REQUIRED_KEYS = ("text", "label")
 
@@ -52,53 +49,29 @@ def classification_metrics(gold: np.ndarray, predicted: np.ndarray) -> dict[str,
 
 class SequenceClassification(Task):
     peft_task_type = "SEQ_CLS"
+    auto_model = AutoModelForSequenceClassification
 
     def __init__(self, task: DictConfig) -> None:
         super().__init__(task)
-        if task.primary_metric not in METRICS:
-            raise ConfigError(f"task.primary_metric={task.primary_metric!r} is not a metric of this task; use one of {list(METRICS)}.")
-        self.primary_metric = task.primary_metric
+        self.primary_metric = str(task.primary_metric)  # one of the schema's ClassificationMetric
         self.labels: list[str] = []
 
-    def prepare_data(self) -> dict[str, list[Example]]:
-        """Read the splits, check their texts, fix the label set on the full training split,
-        then apply the shared split rule and the subsample."""
-        splits = load_splits(self.config.data)
+    def check(self, splits: Splits) -> Splits:
+        """Check the texts, then fix the label set on the full training split (or the pinned
+        names) and name every example's label in it."""
         for split, examples in splits.items():
             self._check_examples(split, examples)
-        self.labels = label_names(splits, pinned_label_names(self.config), self._source())
-        splits, self.notes = arrange_splits(splits, self.config)
+        self.labels = label_names(splits, pinned_label_names(self.config), self.data_source())
         return splits
 
-    def build_model(self, backbone: DictConfig, quant: DictConfig) -> torch.nn.Module:
-        return load_model(
-            AutoModelForSequenceClassification,
-            backbone,
-            quant,
-            num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)),
-            label2id={label: i for i, label in enumerate(self.labels)},
-            problem_type="single_label_classification",
-        )
+    def model_kwargs(self) -> dict[str, Any]:
+        return {**label_head(self.labels), "problem_type": "single_label_classification"}
 
-    def encode(self, splits: dict[str, list[Example]], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-        """Token ids (both texts of a pair in one sequence, BERT-style segments) and label ids;
-        truncated at `task.max_length`, padded per batch by the collator."""
-        import datasets
-
+    def tokenize(self, batch: dict[str, list], tokenizer: PreTrainedTokenizerBase) -> dict[str, list]:
+        """Both texts of a pair in one sequence (BERT-style segments), and the label ids."""
         label_ids = {label: i for i, label in enumerate(self.labels)}
-
-        def tokenize(batch: dict[str, list]) -> dict[str, list]:
-            encoded = tokenizer(
-                batch["text"], batch.get("text_pair"), truncation=True, max_length=self.config.max_length
-            )
-            encoded["labels"] = [label_ids[label] for label in batch["label"]]
-            return encoded
-
-        encoded = {}
-        for split, examples in splits.items():
-            dataset = datasets.Dataset.from_list(examples)
-            encoded[split] = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names)
+        encoded = tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=self.config.max_length)
+        encoded["labels"] = [label_ids[label] for label in batch["label"]]
         return encoded
 
     def collator(self, tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT) -> DataCollatorWithPadding:
@@ -116,7 +89,7 @@ class SequenceClassification(Task):
             for key in REQUIRED_KEYS:
                 if key not in example:
                     raise DataError(
-                        f"the {split!r} split of {self._source()} has no {key}: task.data.columns.{key} is null. "
+                        f"the {split!r} split of {self.data_source()} has no {key}: task.data.columns.{key} is null. "
                         f"Set it to the column that holds the {key}."
                     )
             for key in TEXT_KEYS:
@@ -129,10 +102,6 @@ class SequenceClassification(Task):
 
     def _value_error(self, split: str, index: int, key: str, value: Any, wanted: str) -> DataError:
         return DataError(
-            f"example {index + 1} of the {split!r} split of {self._source()} has {key} {value!r}, which is not "
+            f"example {index + 1} of the {split!r} split of {self.data_source()} has {key} {value!r}, which is not "
             f"{wanted}. Check task.data.columns.{key} (it should name the {key} column) or fix the data."
         )
-
-    def _source(self) -> str:
-        data = self.config.data
-        return f"task.data.path={data.path}" if data.path else f"the hub dataset {data.hub_id!r}"

@@ -18,12 +18,9 @@ from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
-from peftlab.backbones import load_model
-from peftlab.data.sources import arrange_splits, load_splits
+from peftlab.data.sources import Splits
 from peftlab.errors import DataError
-from peftlab.tasks import PLAIN_INPUT, InputLayout, Task
-
-IGNORED = -100  # the label id torch's cross-entropy skips
+from peftlab.tasks import IGNORED, PLAIN_INPUT, InputLayout, Task, label_head
 
 
 def align_labels(word_ids: list[int | None], word_label_ids: list[int]) -> list[int]:
@@ -63,52 +60,30 @@ class AlignedCollator:
 class TokenClassification(Task):
     primary_metric = "f1"
     peft_task_type = "TOKEN_CLS"
+    auto_model = AutoModelForTokenClassification
 
     def __init__(self, task: DictConfig) -> None:
         super().__init__(task)
         self.labels: list[str] = []
 
-    def prepare_data(self) -> dict[str, list[dict]]:
-        """Read and check the splits, fix the label set on the full training split, then apply
-        the shared split rule and the subsample."""
-        splits = load_splits(self.config.data)
+    def check(self, splits: Splits) -> Splits:
+        """Fix the label set on the full training split (or `task.labels`); every split's tags
+        must be in it."""
         self.labels = list(self.config.labels) if self.config.labels is not None else label_set(splits["train"])
         for split, sentences in splits.items():
             self._check_tags(split, sentences)
-        splits, self.notes = arrange_splits(splits, self.config)
         return splits
 
-    def build_model(self, backbone: DictConfig, quant: DictConfig) -> torch.nn.Module:
-        return load_model(
-            AutoModelForTokenClassification,
-            backbone,
-            quant,
-            num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)),
-            label2id={label: i for i, label in enumerate(self.labels)},
-        )
+    def model_kwargs(self) -> dict[str, Any]:
+        return label_head(self.labels)
 
-    def encode(self, splits: dict[str, list[dict]], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-        import datasets
-
+    def tokenize(self, batch: dict[str, list], tokenizer: PreTrainedTokenizerBase) -> dict[str, list]:
         label_ids = {label: i for i, label in enumerate(self.labels)}
-
-        def tokenize(batch: dict[str, list]) -> dict[str, list]:
-            encoded = tokenizer(
-                batch["tokens"], is_split_into_words=True, truncation=True, max_length=self.config.max_length
-            )
-            encoded["labels"] = [
-                align_labels(encoded.word_ids(i), [label_ids[tag] for tag in tags])
-                for i, tags in enumerate(batch["tags"])
-            ]
-            return encoded
-
-        return {
-            split: datasets.Dataset.from_list(sentences).map(
-                tokenize, batched=True, remove_columns=["tokens", "tags"]
-            )
-            for split, sentences in splits.items()
-        }
+        encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=self.config.max_length)
+        encoded["labels"] = [
+            align_labels(encoded.word_ids(i), [label_ids[tag] for tag in tags]) for i, tags in enumerate(batch["tags"])
+        ]
+        return encoded
 
     def collator(self, tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT) -> "AlignedCollator":
         return AlignedCollator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED), layout)
@@ -133,10 +108,6 @@ class TokenClassification(Task):
         if unknown:
             origin = "task.labels" if self.config.labels is not None else "the training split"
             raise DataError(
-                f"the {split!r} split of {self._source()} has tags {unknown} that {origin} does not "
+                f"the {split!r} split of {self.data_source()} has tags {unknown} that {origin} does not "
                 "have. Pin the full label set with task.labels=[...] or fix the data."
             )
-
-    def _source(self) -> str:
-        data = self.config.data
-        return f"task.data.path={data.path}" if data.path else f"task.data (format {data.format!r}, hub_id {data.hub_id!r})"

@@ -1,0 +1,104 @@
+"""result.json keeps its shape: the report, the benchmarks and users' own scripts read it, so
+a tiny run must write exactly the keys, in the order and with the value types, that runs wrote
+before the measured sections became typed records (recorded from commit 9da73cd). The method's
+own settings (`config.method`) are left out: they are the method file's, not this schema's."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from peftlab.result import Result
+from peftlab.run import execute
+
+NUMBERS = {"base_total": "int", "trainable": "int", "method": "int", "head": "int", "trainable_pct": "float"}
+NER_SCORES = {name: "float" for name in ("f1", "precision", "recall", "f1_LOC", "f1_MISC", "f1_ORG", "f1_PER")}
+SHAPE_OF_A_TINY_RUN = {
+    "status": "str", "task": "str", "dataset": "str", "method": "str", "backbone": "str", "quant": "str", "seed": "int",
+    "error": "NoneType", "dataset_fingerprint": "str",
+    "params": NUMBERS,
+    "primary_metric": "str",
+    "metrics": {"validation": {"loss": "float", **NER_SCORES}, "test": {"loss": "float", **NER_SCORES}},
+    "data_sizes": {"train": "int", "validation": "int", "test": "int"},
+    "history": [{"step": "int", "epoch": "float", "validation_loss": "float",
+                 **{f"validation_{name}": kind for name, kind in NER_SCORES.items()}}],
+    "timing": {"train_seconds": "float", "train_samples_per_second": "float", "train_tokens_per_second": "float",
+               "eval_seconds": "float", "torch_threads": "int"},
+    "memory": {"peak_rss_mb": "float", "peak_cuda_mb": "NoneType", "model_bytes": "int"},
+    "checkpoint": {"path": "str", "size_bytes": "int"},
+    "config": {
+        "backbone": {"name": "str", "pretrained": "str", "gguf_file": "NoneType", "revision": "NoneType",
+                     "tokenizer_kwargs": {}, "slots": {slot: "str" for slot in (
+                         "attn_q", "attn_k", "attn_v", "attn_out", "ffn_in", "ffn_out", "attn_norm", "ffn_norm")},
+                     "head_in_body": ["str"]},
+        "task": {"name": "str", "kind": "str",
+                 "data": {"format": "str", "path": "str", "hub_id": "str", "hub_config": "NoneType",
+                          "columns": {"tokens": "str", "tags": "str"}, "hub_columns": "NoneType",
+                          "validation_fraction": "float"},
+                 "labels": "NoneType", "max_length": "int", "max_train_samples": "int", "max_eval_samples": "int",
+                 "data_seed": "int"},
+        "quant": {"name": "str", "bits": "NoneType"},
+        "trainer": {"epochs": "int", "max_steps": "int", "batch_size": "int", "eval_batch_size": "int", "lr": "float",
+                    "weight_decay": "float", "warmup": "float", "scheduler": "str", "grad_accum": "int",
+                    "group_by_length": "bool", "eval_strategy": "str", "eval_steps": "int", "logging_steps": "int",
+                    "gradient_checkpointing": "bool", "progress_bar": "bool", "threads": "NoneType",
+                    "extra": {"use_cpu": "bool"}},
+        "seed": "int",
+    },
+    "versions": "dict", "git_sha": "str or None", "notes": [],
+}
+RECORDS = ("params", "timing", "memory", "checkpoint")
+
+
+def shape(value: Any) -> Any:
+    """Keys in order and value types, lists by their first element."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
+
+def shape_of_result(written: dict) -> dict:
+    found = shape(written)
+    del found["config"]["method"]
+    found["versions"] = "dict"
+    found["git_sha"] = "str or None" if found["git_sha"] in ("str", "NoneType") else found["git_sha"]
+    return found
+
+
+@pytest.fixture
+def tiny_run(tiny_config, tmp_path) -> dict:
+    cfg = tiny_config(
+        "method=lora", "trainer.max_steps=2", "trainer.eval_strategy=steps", "trainer.eval_steps=1",
+        "task.max_train_samples=8", "task.max_eval_samples=4",
+    )
+    execute(cfg, tmp_path)
+    return json.loads((tmp_path / "result.json").read_text())
+
+
+def test_a_tiny_run_writes_result_json_of_the_same_shape_as_before(tiny_run):
+    assert shape_of_result(tiny_run) == SHAPE_OF_A_TINY_RUN
+    assert list(tiny_run) == list(SHAPE_OF_A_TINY_RUN)  # the order too: people read the file
+
+
+def test_result_json_reads_back_as_typed_records_and_writes_the_same_json(tiny_run, tmp_path):
+    result = Result.from_json(tiny_run)
+    assert result.params.trainable == result.params.method + result.params.head
+    assert result.timing.train_seconds > 0 and result.memory.model_bytes > 0 and result.checkpoint.size_bytes > 0
+    again = tmp_path / "again"
+    again.mkdir()
+    assert json.loads(result.write(again).read_text()) == tiny_run
+
+
+def test_a_failed_run_writes_empty_sections_and_reads_back_without_records(tiny_config, tmp_path):
+    with pytest.raises(Exception, match="trainer.lr"):
+        execute(tiny_config("method=lora", "trainer.lr=-1"), tmp_path)
+    written = json.loads((tmp_path / "result.json").read_text())
+    assert written["status"] == "failed" and list(written) == list(SHAPE_OF_A_TINY_RUN)
+    assert all(written[section] == {} for section in RECORDS) and written["metrics"] == {}
+    result = Result.read(tmp_path / "result.json")
+    assert all(getattr(result, section) is None for section in RECORDS)
+    assert result.to_json() == written
