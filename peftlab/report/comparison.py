@@ -1,5 +1,5 @@
 """What may share a table of the report, and the checks a number needs before anyone acts on it.
-Pure functions over result.json dicts; peftlab/report.py renders what they find.
+Pure functions over result.json dicts; the rest of peftlab/report/ renders what they find.
 
 - Runs are comparable when they differ only in method and seed. `group_settings` is everything
   else that changes the question (model source, the data's contents, subsample sizes, data seed,
