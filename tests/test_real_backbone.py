@@ -8,8 +8,7 @@ import pytest
 
 from peftlab.run import execute
 from tests.conftest import compose_config, shared_data
-
-MINILM_BODY_PARAMETERS = 22_565_376  # all-MiniLM-L6-v2 without its pooler, which NER does not use
+from tests.helpers import MINILM_BODY_PARAMETERS
 
 pytestmark = pytest.mark.slow
 

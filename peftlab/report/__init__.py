@@ -7,15 +7,17 @@ different ones are never pooled), one row per method: trainable parameters, the 
 as mean ± sample std over seeds, the gap to full fine-tuning, memory, time and checkpoint size.
 Beside the numbers, what a reader must know before acting on them: a Δ against full fine-tuning
 trained on another budget, a run still improving when it stopped, seeds that split into learned
-and not, the runs' own notes and the examples actually used. Writes report.md, a self-contained
-report.html, results.csv (one row per run) and, with matplotlib (the `report` extra), pareto.png
-and curves.png.
+and not, the runs' own notes and the examples actually used. Where a method ran on more than one
+quantized base (`quant`), one more table per method compares them with the float base. Writes
+report.md, a self-contained report.html, results.csv (one row per run) and, with matplotlib (the
+`report` extra), pareto.png and curves.png.
 
 The package, in the order a report is made:
 - read.py: result.json files -> dicts (unusable files set aside with the reason)
 - comparison.py: which runs may share a table, and the checks on a number (budget,
   convergence, bimodal seeds)
 - aggregate.py: groups and rows, pure numbers, so the tests check numbers, not text
+- quantization.py: the same runs by quantized base, where a method ran on more than one
 - tables.py: the document (headings, tables, notes) built from the groups
 - renderers.py: that document as Markdown and as self-contained HTML
 - results_csv.py, plots.py: results.csv, pareto.png and curves.png

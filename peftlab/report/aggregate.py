@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from peftlab.report.comparison import (
     DEFAULT_BIMODAL_RATIO,
@@ -38,6 +38,7 @@ EVAL_SUBSAMPLE = "task.max_eval_samples"
 
 Settings = tuple[tuple[str, str], ...]
 GroupKey = tuple[str, str, str, str, str, Settings]
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -112,18 +113,7 @@ class Group:
         return [f"`{row.method}`: {', '.join(row.budget_differences)}" for row in self.rows if row.budget_differences]
 
     def metric_label(self) -> str:
-        """Where the metric column's numbers come from: the split, and its size where
-        `task.max_eval_samples` cut it."""
-        mark = VALIDATION_MARK if self.split == "validation" else ""
-        cap = dict(self.settings).get(EVAL_SUBSAMPLE, UNKNOWN)
-        if cap in (UNKNOWN, "null"):
-            return self.split + mark
-        sizes = self.data_sizes.get(self.split)
-        if not sizes:  # a file from before data_sizes: only the cap is known
-            return f"{self.split}{mark}, at most {int(cap):,} ({EVAL_SUBSAMPLE})"
-        if sizes == [int(cap)]:
-            return f"{self.split}{mark}, subsampled: {int(cap):,}"
-        return self.split + mark
+        return metric_label(self.split, self.settings, self.data_sizes)
 
 
 @dataclass
@@ -142,7 +132,7 @@ class Report:
 def build_report(
     directory: Path, runs: list[dict[str, Any]], unreadable: list[Unreadable], thresholds: Thresholds = Thresholds()
 ) -> Report:
-    successful = _group_by([run for run in runs if run["status"] == "ok"], group_key)
+    successful = group_by([run for run in runs if run["status"] == "ok"], group_key)
     groups = [build_group(key, members, thresholds) for key, members in sorted(successful.items())]
     mark_distinguishing(groups)
     return Report(directory, runs, unreadable, groups, thresholds)
@@ -155,7 +145,7 @@ def group_key(run: dict[str, Any]) -> GroupKey:
 
 def build_group(key: GroupKey, runs: list[dict[str, Any]], thresholds: Thresholds = Thresholds()) -> Group:
     split = metric_split(runs)
-    by_method = _group_by(runs, lambda run: str(run["method"]))
+    by_method = group_by(runs, lambda run: str(run["method"]))
     full_mean = statistics.fmean(metric_values(by_method[FULL], split)) if FULL in by_method else None
     rows = sorted(
         (method_row(method, members, split, full_mean, thresholds) for method, members in by_method.items()),
@@ -181,10 +171,11 @@ def build_group(key: GroupKey, runs: list[dict[str, Any]], thresholds: Threshold
     )
 
 
-def mark_distinguishing(groups: list[Group]) -> None:
-    """Groups that would get the same heading (same task, dataset, backbone, quant) differ in
-    some setting: name it in each of their headings, so two tables never look alike."""
-    by_heading = _group_by(groups, lambda group: group.key[:5])
+def mark_distinguishing(groups: list[Any]) -> None:
+    """Groups that would get the same heading (the first five parts of their key: task, dataset,
+    backbone, quant or method, metric) differ in some setting: name it in each of their headings,
+    so two tables never look alike."""
+    by_heading = group_by(groups, lambda group: group.key[:5])
     for alike in by_heading.values():
         if len(alike) < 2:
             continue
@@ -204,6 +195,21 @@ def _has_test(run: dict[str, Any]) -> bool:
     return number(run, "metrics", "test", run["primary_metric"]) is not None
 
 
+def metric_label(split: str, settings: Settings, sizes: dict[str, list[int]]) -> str:
+    """Where a metric column's numbers come from: the split, and its size where
+    `task.max_eval_samples` cut it."""
+    mark = VALIDATION_MARK if split == "validation" else ""
+    cap = dict(settings).get(EVAL_SUBSAMPLE, UNKNOWN)
+    if cap in (UNKNOWN, "null"):
+        return split + mark
+    counts = sizes.get(split)
+    if not counts:  # a file from before data_sizes: only the cap is known
+        return f"{split}{mark}, at most {int(cap):,} ({EVAL_SUBSAMPLE})"
+    if counts == [int(cap)]:
+        return f"{split}{mark}, subsampled: {int(cap):,}"
+    return split + mark
+
+
 def metric_values(runs: list[dict[str, Any]], split: str) -> list[float]:
     """The primary metric of each run on `split`, in points (x100)."""
     return [100 * number(run, "metrics", split, run["primary_metric"]) for run in runs]
@@ -220,16 +226,16 @@ def method_row(
         method=method,
         seeds=[run["seed"] for run in by_seed],
         scores=values,
-        trainable=_mean_of(runs, "params", "trainable"),
-        trainable_pct=_mean_of(runs, "params", "trainable_pct"),
+        trainable=mean_of(runs, "params", "trainable"),
+        trainable_pct=mean_of(runs, "params", "trainable_pct"),
         metric_mean=mean,
         metric_std=statistics.stdev(values) if len(values) > 1 else None,
         delta_vs_full=None if method == FULL or full_mean is None else mean - full_mean,
-        peak_rss_mb=_mean_of(runs, "memory", "peak_rss_mb"),
-        peak_cuda_mb=_mean_of(runs, "memory", "peak_cuda_mb"),
-        train_seconds=_mean_of(runs, "timing", "train_seconds"),
-        samples_per_second=_mean_of(runs, "timing", "train_samples_per_second"),
-        checkpoint_mb=_mean_of(runs, "checkpoint", "size_bytes", scale=1 / MB),
+        peak_rss_mb=mean_of(runs, "memory", "peak_rss_mb"),
+        peak_cuda_mb=mean_of(runs, "memory", "peak_cuda_mb"),
+        train_seconds=mean_of(runs, "timing", "train_seconds"),
+        samples_per_second=mean_of(runs, "timing", "train_samples_per_second"),
+        checkpoint_mb=mean_of(runs, "checkpoint", "size_bytes", scale=1 / MB),
         not_converged=[
             (seed, curve.gain) for seed, curve in curves if curve.converged(thresholds.converged_delta) is False
         ],
@@ -329,7 +335,7 @@ def check_lines(rows: list[MethodRow], thresholds: Thresholds) -> list[str]:
     return lines
 
 
-def _mean_of(runs: list[dict[str, Any]], *keys: str, scale: float = 1.0) -> float | None:
+def mean_of(runs: list[dict[str, Any]], *keys: str, scale: float = 1.0) -> float | None:
     """Mean over the runs that have the number (a GPU-less run has no peak_cuda_mb); None if none has."""
     values = [value for value in (number(run, *keys) for run in runs) if value is not None]
     return scale * statistics.fmean(values) if values else None
@@ -420,8 +426,8 @@ def learning_curves(by_method: dict[str, list[dict[str, Any]]], primary: str) ->
     return curves
 
 
-def _group_by(items: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any]) -> dict[Any, list[dict[str, Any]]]:
-    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+def group_by(items: Iterable[Item], key: Callable[[Item], Any]) -> dict[Any, list[Item]]:
+    groups: dict[Any, list[Item]] = defaultdict(list)
     for item in items:
         groups[key(item)].append(item)
     return dict(groups)

@@ -11,6 +11,7 @@ from pathlib import Path
 from peftlab.report.aggregate import Thresholds, build_report
 from peftlab.report.comparison import DEFAULT_BIMODAL_RATIO, DEFAULT_CONVERGED_DELTA
 from peftlab.report.plots import write_plots
+from peftlab.report.quantization import quantization_groups
 from peftlab.report.read import NoResultsError, read_runs
 from peftlab.report.renderers import to_html, to_markdown
 from peftlab.report.results_csv import results_rows, write_results_csv
@@ -29,7 +30,8 @@ def write_report(directory: Path, out: Path | None = None, thresholds: Threshold
     report = build_report(directory, runs, unreadable, thresholds)
     out.mkdir(parents=True, exist_ok=True)
     plots, plot_notes = write_plots(report.groups, out)
-    blocks = report_blocks(report, regenerate_command(directory, out, thresholds), plots, plot_notes)
+    quantization = quantization_groups(runs)
+    blocks = report_blocks(report, quantization, regenerate_command(directory, out, thresholds), plots, plot_notes)
     written = {"markdown": out / MARKDOWN_FILE, "html": out / HTML_FILE, "csv": out / CSV_FILE}
     written["markdown"].write_text(to_markdown(blocks), encoding="utf-8")
     written["html"].write_text(to_html(blocks), encoding="utf-8")

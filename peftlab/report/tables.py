@@ -18,6 +18,7 @@ from peftlab.report.aggregate import (
     Report,
 )
 from peftlab.report.comparison import UNKNOWN
+from peftlab.report.quantization import REFERENCE, QuantGroup, QuantRow
 from peftlab.report.renderers import Block, Bold, Bullets, Heading, Image, Paragraph, Table
 from peftlab.result import RESULT_FILE
 
@@ -40,7 +41,9 @@ HOW_TO_READ = (
 )
 
 
-def report_blocks(report: Report, command: str, plots: dict[str, Path], plot_notes: list[str]) -> list[Block]:
+def report_blocks(
+    report: Report, quantization: list[QuantGroup], command: str, plots: dict[str, Path], plot_notes: list[str]
+) -> list[Block]:
     ok, failed = len(report.runs) - len(report.failed), len(report.failed)
     read = len(report.runs) + len(report.unreadable)
     blocks: list[Block] = [
@@ -54,6 +57,8 @@ def report_blocks(report: Report, command: str, plots: dict[str, Path], plot_not
     ]
     for group in report.groups:
         blocks += group_blocks(group)
+    for quant_group in quantization:
+        blocks += quantization_blocks(quant_group)
     blocks += plot_blocks(plots, plot_notes)
     if report.failed:
         blocks += [Heading("Failed runs"), failed_table(report.failed)]
@@ -121,12 +126,17 @@ def group_table(group: Group) -> Table:
 
 
 def metric_cell(row: MethodRow) -> str:
-    spread = "" if row.metric_std is None else f" ± {row.metric_std:.2f}"
     flags = (["bimodal"] if row.bimodal else []) + (
         [f"not converged {len(row.not_converged)}/{row.n}"] if row.not_converged else []
     )
     flagged = f" {FLAG} {', '.join(flags)}" if flags else ""
-    return f"{row.metric_mean:.2f}{spread} (n={row.n}){flagged}"
+    return _metric(row.metric_mean, row.metric_std, row.n) + flagged
+
+
+def _metric(mean: float, std: float | None, n: int) -> str:
+    """mean ± sample std (n=runs), no ± for a single run."""
+    spread = "" if std is None else f" ± {std:.2f}"
+    return f"{mean:.2f}{spread} (n={n})"
 
 
 def delta_cell(row: MethodRow) -> str:
@@ -140,6 +150,60 @@ def delta_cell(row: MethodRow) -> str:
 def best_line(budget: float | None, row: MethodRow | None) -> str:
     scope = "best overall" if budget is None else f"best within ≤{budget:g}% trainable"
     return f"{scope}: {row.method} ({row.metric_mean:.1f})" if row else f"{scope}: no method"
+
+
+def quantization_blocks(group: QuantGroup) -> list[Block]:
+    blocks: list[Block] = [
+        Heading(
+            f"Quantization: `{group.method}`, `{group.task}` on `{group.dataset}`, backbone `{group.backbone}`"
+            f"{distinguishing(group)}"
+        ),
+        Paragraph(
+            f"The runs of `{group.method}` above, side by side by quantized base (`quant`). Δ and × {REFERENCE}: "
+            f"against the float base (`quant={REFERENCE}`); model MB is `memory.model_bytes`, the model as loaded "
+            "(base and head, quantization scales included); time × none is train seconds over the float base's."
+        ),
+    ]
+    shared = [f"{key}=`{value}`" for key, value in group.settings if value != UNKNOWN]
+    if shared:
+        blocks.append(Paragraph(f"Every run here has {', '.join(shared)}."))
+    if not group.on_gpu:
+        blocks.append(Paragraph(
+            "No GPU: on CPU bitsandbytes dequantizes every weight for each matmul, so a quantized base saves "
+            "memory here, not time."
+        ))
+    if group.budget_warnings:
+        blocks.append(Paragraph(
+            f"{FLAG} Not trained on the float base's budget, so their Δ (marked {BUDGET_MARK}) compares "
+            f"quantization and budget at once: {'; '.join(group.budget_warnings)}."
+        ))
+    return blocks + [quantization_table(group)]
+
+
+def quantization_table(group: QuantGroup) -> Table:
+    headers = [
+        "quant", f"{group.primary_metric} ×100 ({group.metric_label()})", f"Δ vs {REFERENCE}", "model MB",
+        f"model × {REFERENCE}", "peak RSS MB", *(["peak CUDA MB"] if group.on_gpu else []), "train s",
+        f"time × {REFERENCE}", "samples/s",
+    ]
+    rows = [
+        [
+            row.label, _metric(row.metric_mean, row.metric_std, row.n), quant_delta_cell(row), _fixed(row.model_mb, 1),
+            _fixed(row.model_vs_none, 2), _fixed(row.peak_rss_mb, 0),
+            *([_fixed(row.peak_cuda_mb, 0)] if group.on_gpu else []),
+            _fixed(row.train_seconds, 1), _fixed(row.time_vs_none, 2), _fixed(row.samples_per_second, 1),
+        ]
+        for row in group.rows
+    ]
+    return Table(headers, rows, numeric=True)
+
+
+def quant_delta_cell(row: QuantRow) -> str:
+    if row.label == REFERENCE:
+        return "—"
+    if row.delta_vs_none is None:
+        return MISSING
+    return f"{row.delta_vs_none:+.2f}" + (BUDGET_MARK if row.budget_differences else "")
 
 
 def plot_blocks(plots: dict[str, Path], notes: list[str]) -> list[Block]:
@@ -159,12 +223,14 @@ def plot_blocks(plots: dict[str, Path], notes: list[str]) -> list[Block]:
 
 
 def failed_table(failed: list[dict[str, Any]]) -> Table:
+    """One row per failed run; a quant column when one of them had a quantized base."""
+    with_quant = any(str(run["quant"]) != REFERENCE for run in failed)
     rows = [
-        [str(run["task"]), str(run["backbone"]), str(run["method"]), str(run["seed"]),
-         error_summary(run.get("error")), f"`{run['path']}`"]
+        [str(run["task"]), str(run["backbone"]), str(run["method"]), *([str(run["quant"])] if with_quant else []),
+         str(run["seed"]), error_summary(run.get("error")), f"`{run['path']}`"]
         for run in failed
     ]
-    return Table(["task", "backbone", "method", "seed", "error", "file"], rows)
+    return Table(["task", "backbone", "method", *(["quant"] if with_quant else []), "seed", "error", "file"], rows)
 
 
 def error_summary(error: Any) -> str:
