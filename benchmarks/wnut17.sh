@@ -13,7 +13,7 @@ case "$SWEEP" in
     *) echo "unknown sweep '$SWEEP': use methods or seeds" >&2; exit 2 ;;
 esac
 DATA=${DATA:-../shared/data/wnut17}
-OUT=benchmarks/results/wnut17_$SWEEP
+OUT=${OUT:-benchmarks/results/wnut17_$SWEEP}
 rm -rf "$OUT"
 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m peftlab -m experiment="wnut17_$SWEEP" \
     task.data.path="$DATA" hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir="$OUT" "$@"

@@ -4,30 +4,11 @@ paragraph and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import TINY_SENTENCES, write_conll
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def peftlab(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "peftlab", *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def assert_clean_error(completed: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert completed.returncode != 0
-    assert "Traceback" not in completed.stderr + completed.stdout
-    for fragment in fragments:
-        assert fragment in completed.stderr, completed.stderr
+from tests.helpers import assert_clean_error, peftlab
 
 
 def test_a_tiny_run_writes_result_json_where_it_says(tiny_backbone, tiny_ner_dir, tmp_path):

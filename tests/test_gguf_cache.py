@@ -51,8 +51,10 @@ def cached_folders(tmp_path: Path) -> list[str]:
 def test_the_first_load_converts_and_every_later_load_reads_the_cache(gguf_run, conversions, tmp_path):
     tokenizer = load_tokenizer(gguf_run.backbone)
     model = load_model(AutoModelForCausalLM, gguf_run.backbone, gguf_run.quant)
-    assert model_source(gguf_run.backbone) == model_source(gguf_run.backbone)
+    later = load_model(AutoModelForCausalLM, gguf_run.backbone, gguf_run.quant)  # the next run, from the cache
     assert len(conversions) == 1
+    assert later.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(later.state_dict()[name], weight) for name, weight in model.state_dict().items())
     folder = Path(model_source(gguf_run.backbone))
     assert folder.parent == tmp_path / "cache" / "gguf" and folder.name.startswith("tiny.Q8_0-")
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()

@@ -103,7 +103,6 @@ def test_a_spent_budget_stops_the_contender_and_skips_the_rest(tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_full_size_check_on_the_gpu(tmp_path):
     """The Llama-3.2-1B shape in bf16, few steps: LoRA needs less memory than full fine-tuning
     (no gradients or AdamW states for the base), QLoRA's 4-bit base less than LoRA's bf16 one."""

@@ -12,7 +12,6 @@ import logging
 import re
 import sys
 
-import bitsandbytes as bnb
 import pytest
 import torch
 import transformers
@@ -26,8 +25,10 @@ from peftlab.quant import quantization_constants
 from peftlab.quant.loading import head_module_names
 from peftlab.run import make_trainer, prepare
 from tests.conftest import compose_config, method_names
-from tests.test_cli import assert_clean_error, peftlab
+from tests.helpers import assert_clean_error, peftlab
 from tests.test_methods import LAYERS, body_parameters, fixed_batch, logits, optimizer_steps
+
+bnb = pytest.importorskip("bitsandbytes", reason="the quant extra: pip install 'peftlab[quant]'")
 
 QUANTIZED = {"int8": bnb.nn.Linear8bitLt, "nf4": bnb.nn.Linear4bit}
 LINEARS_PER_LAYER = 6  # q k v o, ffn in, ffn out: every linear layer of the body

@@ -10,7 +10,7 @@ import pytest
 
 from peftlab.run import execute
 from tests.conftest import compose_config, shared_data
-from tests.test_real_backbone import MINILM_BODY_PARAMETERS
+from tests.helpers import MINILM_BODY_PARAMETERS
 
 MINILM_POOLER = 384 * 384 + 384
 

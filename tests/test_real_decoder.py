@@ -13,10 +13,8 @@ from transformers import AutoModelForCausalLM, GgufConfig, GenerationConfig
 
 import peftlab.backbones
 from peftlab.backbones import load_model, load_tokenizer, model_source, resolve_pretrained
-from peftlab.data.sources import load_splits
-from peftlab.errors import ConfigError
-from peftlab.run import execute
-from peftlab.tasks.generation import generate_completions
+from peftlab.run import execute, prepare
+from peftlab.tasks.generation import generate_completions, teacher_forced_loss
 from tests.conftest import compose_config, shared_data
 
 SMOLLM2_PARAMETERS = 134_515_008  # tied: the LM head is the embedding matrix, counted once
@@ -62,6 +60,18 @@ def test_smollm2_converts_once_round_trips_exactly_and_answers(tmp_path, monkeyp
     assert "Paris" in answer, answer
 
 
+def loss_before_training(cfg, split: str = "test") -> float:
+    """The teacher-forced loss on `split` of the model as prepared, before its first step (LoRA
+    starts at the base model, prefix tuning at a random prefix), computed as the run computes it.
+    Eight steps teach the answers' form, not yet the answers (exact match stays 0 here), so
+    this is the bar: held-out loss well below it."""
+    prepared = prepare(cfg)
+    dataset = prepared.encoded[split]
+    examples = [{"input_ids": ids, "labels": labels} for ids, labels in zip(dataset["input_ids"], dataset["labels"])]
+    collator = prepared.task.collator(prepared.tokenizer)
+    return teacher_forced_loss(prepared.model, examples, collator, cfg.trainer.eval_batch_size, cfg.task.loss_batch_tokens)
+
+
 def test_lora_on_a_few_dozen_banking77_queries_as_generation(tmp_path):
     cfg = compose_config(
         [
@@ -70,18 +80,14 @@ def test_lora_on_a_few_dozen_banking77_queries_as_generation(tmp_path):
             "trainer.eval_batch_size=8", "trainer.logging_steps=2", "trainer.progress_bar=false", "trainer.eval_strategy=no",
         ]
     )
-    try:
-        load_splits(cfg.task.data)
-    except ConfigError as error:
-        pytest.skip(f"this checkout cannot read Banking77's CSV files yet (the tasks branch adds the reader): {error}")
     result = execute(cfg, tmp_path)
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["status"] == "ok" and saved["primary_metric"] == "exact_match"
     assert result.params.base_total == SMOLLM2_PARAMETERS and result.params.head == 0
     losses = [point["train_loss"] for point in result.history if "train_loss" in point]
     assert losses[-1] < losses[0], losses
-    for split in ("validation", "test"):
-        assert 0.0 <= result.metrics[split]["exact_match"] <= 1.0
+    # measured: 4.86 before, 3.55 after
+    assert result.metrics["test"]["loss"] < 0.85 * loss_before_training(cfg)
     assert result.timing.eval_seconds > 0
 
 
@@ -93,12 +99,8 @@ def test_prefix_tuning_on_a_few_dozen_sst2_reviews_as_generation(tmp_path):
             "trainer.eval_batch_size=8", "trainer.logging_steps=2", "trainer.progress_bar=false", "trainer.eval_strategy=no",
         ]
     )
-    try:
-        load_splits(cfg.task.data)
-    except ConfigError as error:
-        pytest.skip(f"this checkout cannot read SST-2's label-text files yet (the tasks branch adds the reader): {error}")
     result = execute(cfg, tmp_path)
     assert result.params.head == 0 and result.params.method == 20 * 30 * 2 * 192  # tokens x layers x k,v x kv width
     losses = [point["train_loss"] for point in result.history if "train_loss" in point]
     assert losses[-1] < losses[0], losses
-    assert 0.0 <= result.metrics["test"]["exact_match"] <= 1.0
+    assert result.metrics["test"]["loss"] < 0.85 * loss_before_training(cfg)  # measured: 19.3 before, 7.5 after

@@ -13,7 +13,7 @@ import yaml
 from peftlab.__main__ import objective
 from peftlab.result import Result
 from peftlab.sweep import threads_per_job
-from tests.test_cli import peftlab
+from tests.helpers import peftlab
 
 
 def tiny_sweep(tiny_backbone: Path, tiny_ner_dir: Path, sweep_dir: Path, *overrides: str):

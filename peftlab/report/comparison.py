@@ -1,5 +1,5 @@
 """What may share a table of the report, and the checks a number needs before anyone acts on it.
-Pure functions over result.json dicts; peftlab/report.py renders what they find.
+Pure functions over result.json dicts; the rest of peftlab/report/ renders what they find.
 
 - Runs are comparable when they differ only in method and seed. `group_settings` is everything
   else that changes the question (model source, the data's contents, subsample sizes, data seed,
@@ -82,19 +82,22 @@ def group_settings(run: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(settings)
 
 
-def budget_differences(runs: list[dict[str, Any]], full_runs: list[dict[str, Any]]) -> list[str]:
-    """`key=value (full: value)` for every budget setting on which `runs` differ from full
-    fine-tuning's runs. trainer.epochs is not compared when every run on both sides has
-    trainer.max_steps > 0: Trainer ignores it then."""
-    steps = [raw_setting(run, MAX_STEPS) for run in runs + full_runs]
+def budget_differences(
+    runs: list[dict[str, Any]], reference_runs: list[dict[str, Any]], reference: str = "full"
+) -> list[str]:
+    """`key=value (full: value)` for every budget setting on which `runs` differ from the
+    reference's runs (full fine-tuning's in a method table, the float base's in a quantization
+    table). trainer.epochs is not compared when every run on both sides has trainer.max_steps > 0:
+    Trainer ignores it then."""
+    steps = [raw_setting(run, MAX_STEPS) for run in runs + reference_runs]
     steps_only = all(isinstance(value, int) and value > 0 for value in steps)
     differences = []
     for key in BUDGET_SETTINGS:
         if steps_only and key == EPOCHS:
             continue
-        mine, full = _shown_values(runs, key), _shown_values(full_runs, key)
-        if mine != full:
-            differences.append(f"{key}={', '.join(mine)} (full: {', '.join(full)})")
+        mine, theirs = _shown_values(runs, key), _shown_values(reference_runs, key)
+        if mine != theirs:
+            differences.append(f"{key}={', '.join(mine)} ({reference}: {', '.join(theirs)})")
     return differences
 
 

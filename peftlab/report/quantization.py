@@ -1,0 +1,188 @@
+"""Quantized bases side by side. The method tables keep every quantization apart (a 4-bit base
+answers another question than a float one); this is where they meet: runs that differ only in
+`quant` (its name and settings) and seed, one table per method, one row per quantization, with
+the float base (`quant=none`) as the reference for the metric's Δ, the model's bytes and the
+training time. `method=lora quant=nf4` is QLoRA. A folder whose runs all share one
+quantization gets no such table."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from peftlab.report.aggregate import (
+    MB,
+    Settings,
+    data_sizes,
+    group_by,
+    mark_distinguishing,
+    mean_of,
+    metric_label,
+    metric_split,
+    metric_values,
+)
+from peftlab.report.comparison import QUANT_SECTION, UNKNOWN, budget_differences, group_settings
+
+REFERENCE = "none"
+BITS_ORDER = ("none", "int8", "nf4")  # most bits first; other quant files after them, by name
+QuantKey = tuple[str, Settings]  # the quant name and its settings (config.quant)
+
+
+@dataclass
+class QuantRow:
+    """One quantization of one method: means over its successful runs. Metric values are in
+    points (x100); ratios are over the `none` row's means, None where there is no such row."""
+
+    label: str  # the quant name, with the setting that tells it apart where two rows share a name
+    seeds: list[int]
+    metric_mean: float
+    metric_std: float | None  # sample std (ddof=1); None for a single run
+    delta_vs_none: float | None
+    model_mb: float | None  # memory.model_bytes: the model as loaded, quantization scales included
+    model_vs_none: float | None
+    peak_rss_mb: float | None
+    peak_cuda_mb: float | None
+    train_seconds: float | None
+    time_vs_none: float | None
+    samples_per_second: float | None
+    budget_differences: list[str] = field(default_factory=list)  # vs none's budget: its Δ is marked
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+@dataclass
+class QuantGroup:
+    """The successful runs of one method that differ only in quantization and seed."""
+
+    task: str
+    dataset: str
+    backbone: str
+    method: str
+    primary_metric: str
+    settings: Settings  # every group setting but the quant.* keys, shared by every run here
+    split: str  # "test", or "validation" when some run of the group has no test split
+    rows: list[QuantRow]
+    data_sizes: dict[str, list[int]]
+    distinguishing: Settings = ()  # settings that tell this table from another with the same heading
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str, Settings]:
+        return (self.task, self.dataset, self.backbone, self.method, self.primary_metric, self.settings)
+
+    @property
+    def on_gpu(self) -> bool:
+        return any(row.peak_cuda_mb is not None for row in self.rows)
+
+    @property
+    def budget_warnings(self) -> list[str]:
+        return [f"`{row.label}`: {', '.join(row.budget_differences)}" for row in self.rows if row.budget_differences]
+
+    def metric_label(self) -> str:
+        return metric_label(self.split, self.settings, self.data_sizes)
+
+
+def quantization_groups(runs: list[dict[str, Any]]) -> list[QuantGroup]:
+    """A table for every method whose successful runs, otherwise alike, used more than one
+    quantization."""
+    successful = [run for run in runs if run["status"] == "ok"]
+    by_key = group_by(successful, _group_key)
+    groups = [
+        _build_group(key, members) for key, members in sorted(by_key.items())
+        if len(group_by(members, _quant_key)) > 1
+    ]
+    mark_distinguishing(groups)
+    return groups
+
+
+def _group_key(run: dict[str, Any]) -> tuple[str, str, str, str, str, Settings]:
+    task, dataset, backbone, method, primary = (
+        str(run.get(name)) for name in ("task", "dataset", "backbone", "method", "primary_metric")
+    )
+    return task, dataset, backbone, method, primary, _without_quant(group_settings(run))
+
+
+def _quant_key(run: dict[str, Any]) -> QuantKey:
+    quant = tuple((key, value) for key, value in group_settings(run) if key.startswith(f"{QUANT_SECTION}."))
+    return str(run["quant"]), quant
+
+
+def _without_quant(settings: Settings) -> Settings:
+    return tuple((key, value) for key, value in settings if not key.startswith(f"{QUANT_SECTION}."))
+
+
+def _build_group(key: tuple[str, str, str, str, str, Settings], runs: list[dict[str, Any]]) -> QuantGroup:
+    split = metric_split(runs)
+    by_quant = group_by(runs, _quant_key)
+    # the reference is the float base when there is one; two differently configured ones leave it open
+    float_bases = [members for (name, _), members in by_quant.items() if name == REFERENCE]
+    float_runs = float_bases[0] if len(float_bases) == 1 else []
+    reference = _means(float_runs, split) if float_runs else None
+    labels = _labels(list(by_quant))
+    rows = []
+    for quant in sorted(by_quant, key=_bits_order):
+        row = _row(labels[quant], by_quant[quant], split, reference)
+        if float_runs and quant[0] != REFERENCE:
+            row.budget_differences = budget_differences(by_quant[quant], float_runs, REFERENCE)
+        rows.append(row)
+    return QuantGroup(*key, split=split, rows=rows, data_sizes=data_sizes(runs))
+
+
+def _bits_order(quant: QuantKey) -> tuple[int, str, Settings]:
+    name, settings = quant
+    return (BITS_ORDER.index(name) if name in BITS_ORDER else len(BITS_ORDER)), name, settings
+
+
+def _labels(quants: list[QuantKey]) -> dict[QuantKey, str]:
+    """The quant name; where several rows share it (nf4 with and without double_quant), the
+    settings in which they differ beside it (n/a where a file does not record one)."""
+    labels = {}
+    for name, same_name in group_by(quants, lambda quant: quant[0]).items():
+        keys = list(dict.fromkeys(key for _, settings in same_name for key, _ in settings))
+        values = [dict(settings) for _, settings in same_name]
+        differing = [key for key in keys if len({value.get(key, UNKNOWN) for value in values}) > 1]
+        for quant, value in zip(same_name, values):
+            shown = ", ".join(f"{key}={value.get(key, UNKNOWN)}" for key in differing)
+            labels[quant] = f"{name} ({shown})" if shown else name
+    return labels
+
+
+@dataclass(frozen=True)
+class _Means:
+    metric: float
+    model_mb: float | None
+    train_seconds: float | None
+
+
+def _means(runs: list[dict[str, Any]], split: str) -> _Means:
+    return _Means(
+        statistics.fmean(metric_values(runs, split)),
+        mean_of(runs, "memory", "model_bytes", scale=1 / MB),
+        mean_of(runs, "timing", "train_seconds"),
+    )
+
+
+def _row(label: str, runs: list[dict[str, Any]], split: str, reference: _Means | None) -> QuantRow:
+    by_seed = sorted(runs, key=lambda run: run["seed"])
+    values = metric_values(by_seed, split)
+    mine = _means(by_seed, split)
+    return QuantRow(
+        label=label,
+        seeds=[run["seed"] for run in by_seed],
+        metric_mean=mine.metric,
+        metric_std=statistics.stdev(values) if len(values) > 1 else None,
+        delta_vs_none=None if reference is None else mine.metric - reference.metric,
+        model_mb=mine.model_mb,
+        model_vs_none=_ratio(mine.model_mb, reference and reference.model_mb),
+        peak_rss_mb=mean_of(runs, "memory", "peak_rss_mb"),
+        peak_cuda_mb=mean_of(runs, "memory", "peak_cuda_mb"),
+        train_seconds=mine.train_seconds,
+        time_vs_none=_ratio(mine.train_seconds, reference and reference.train_seconds),
+        samples_per_second=mean_of(runs, "timing", "train_samples_per_second"),
+    )
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or not reference else value / reference
