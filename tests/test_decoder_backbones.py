@@ -17,7 +17,7 @@ from peftlab.methods import ALL_LINEAR, LINEAR_LAYERS, MethodContext
 from peftlab.errors import ConfigError
 from peftlab.run import prepare
 from tests.conftest import GEN_WORDS, TINY_DECODER, compose_config, tiny_word_tokenizer
-from tests.test_methods import optimizer_steps
+from tests.model_helpers import optimizer_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 H, FFN, LAYERS = TINY_DECODER["hidden_size"], TINY_DECODER["intermediate_size"], TINY_DECODER["num_hidden_layers"]

@@ -14,7 +14,7 @@ from peftlab.run import prepare
 from peftlab.tasks.generation import generate_completions
 from tests.conftest import method_names
 from tests.method_counts import TINY_LLAMA, expected_method_parameters
-from tests.test_methods import logits, optimizer_steps
+from tests.model_helpers import logits, optimizer_steps
 
 
 def decoder_parameters(cfg) -> int:

@@ -26,7 +26,8 @@ from peftlab.quant.loading import head_module_names
 from peftlab.run import make_trainer, prepare
 from tests.conftest import compose_config, method_names
 from tests.helpers import assert_clean_error, peftlab
-from tests.test_methods import LAYERS, body_parameters, fixed_batch, logits, optimizer_steps
+from tests.method_counts import LAYERS
+from tests.model_helpers import body_parameters, fixed_batch, logits, optimizer_steps
 
 bnb = pytest.importorskip("bitsandbytes", reason="the quant extra: pip install 'peftlab[quant]'")
 

@@ -16,7 +16,7 @@ from peftlab.run import make_trainer, prepare
 from peftlab.tasks.sequence_classification import classification_metrics
 from tests.conftest import TINY_CLASSIFIED, method_names, write_csv
 from tests.method_counts import H, TINY_BERT, expected_method_parameters
-from tests.test_methods import (
+from tests.model_helpers import (
     assert_zero_init_is_identity,
     audit_training,
     body_parameters,
