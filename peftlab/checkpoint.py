@@ -53,10 +53,14 @@ def save_adapter(model: PeftModel, directory: Path, base: BaseReference | None =
 
 def load_adapter(model: PeftModel, directory: Path, adapter_name: str = "default") -> None:
     """Put the weights of a peft checkpoint into `model`'s adapter `adapter_name`, from
-    safetensors only (peft itself would fall back to unpickling `adapter_model.bin`)."""
+    safetensors only (peft itself would fall back to unpickling `adapter_model.bin`). Refuses
+    weights the model lacks, and a task head (modules_to_save) the checkpoint leaves unfilled."""
     outcome = set_peft_model_state_dict(model, load_file(directory / PEFT_WEIGHTS_FILE), adapter_name=adapter_name)
     # peft loads prompt embeddings into the prompt encoder itself, then reports the key unused
     _refuse_unexpected([key for key in outcome.unexpected_keys if key != PROMPT_EMBEDDINGS], directory)
+    unfilled = [key for key in outcome.missing_keys if f".modules_to_save.{adapter_name}." in key]
+    if unfilled:
+        raise ValueError(f"the checkpoint in {directory} has no weights for the task head's {sorted(unfilled)[:5]}")
 
 
 def save_trainable(model: torch.nn.Module, directory: Path) -> int:

@@ -7,6 +7,8 @@ import logging
 import torch
 from peft import PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
+from peftlab.errors import Unsupported
+
 log = logging.getLogger("peftlab")
 
 
@@ -27,7 +29,10 @@ def merge_to_float(model: PeftModel) -> torch.nn.Module:
         )
     adapter = model.active_peft_config
     if adapter.is_prompt_learning:
-        raise ValueError(f"{adapter.peft_type.value} adds virtual tokens, not weights: there is nothing to merge.")
+        raise Unsupported(
+            f"{adapter.peft_type.value} adds virtual tokens, not weights: there is nothing to merge. Export the "
+            "adapter in peft's format instead (python -m peftlab.export RUN_DIR OUT --adapter)."
+        )
     if not getattr(model.get_base_model(), "is_quantized", False):
         return model.merge_and_unload()
     quantized = model.get_base_model()
