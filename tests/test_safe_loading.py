@@ -120,3 +120,21 @@ def test_a_checkpoint_carries_its_label_names_and_a_portable_base(method, tiny_c
     if method == "lora":
         adapter = json.loads((tmp_path / PEFT_CONFIG_FILE).read_text())
         assert (adapter["base_model_name_or_path"], adapter["revision"]) == ("org/tiny-bert", "v1")
+
+
+PICKLE_START = b"\x80"  # the protocol opcode every pickle since protocol 2 starts with
+ZIP_START = b"PK\x03\x04"  # torch.save's format: a zip archive holding a pickle
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter"])
+def test_a_finished_run_folder_holds_no_pickle(method, tiny_config, tmp_path):
+    """What predict and export read from a run folder is safetensors and JSON: nothing there is
+    unpickled. The Trainer's own folder (`trainer/`) is transformers': its resume states
+    (optimizer, scheduler, RNG) are torch.save files, which it reads back with weights_only=True."""
+    from peftlab.run import execute
+
+    execute(tiny_config(f"method={method}"), tmp_path)
+    files = [path for path in tmp_path.rglob("*") if path.is_file() and "trainer" not in path.relative_to(tmp_path).parts]
+    assert any(path.suffix == ".safetensors" for path in files)
+    pickled = [path.name for path in files if path.read_bytes()[:4].startswith((PICKLE_START, ZIP_START))]
+    assert pickled == []
