@@ -195,9 +195,12 @@ def _attach_adapters(model: torch.nn.Module, runs: list[FinishedRun]) -> PeftMod
 
 
 def _adapter_config(run: FinishedRun) -> PeftConfig:
-    """The checkpoint's peft config; a prompt initialised from text reads this machine's copy of
-    the tokenizer (the checkpoint names the portable base), though the trained prompt replaces it."""
+    """The checkpoint's peft config, for the base loaded here from the run's own backbone config:
+    peft names that base (and would warn that the portable name it replaces differs; export
+    writes the portable one again). A prompt initialised from text reads this machine's copy of
+    the tokenizer, though the trained prompt replaces what it builds."""
     config = PeftConfig.from_pretrained(run.checkpoint)
+    config.base_model_name_or_path = None
     if getattr(config, "tokenizer_name_or_path", None) is not None:
         config.tokenizer_name_or_path = _backbone_or_explain(run, lambda: model_source(run.config.backbone))
     return config

@@ -45,17 +45,18 @@ def text_arguments(lines: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "kind, method, words",
+    "kind, name, overrides, words",
     [
-        ("ner", "lora", True),
-        ("ner", "prompt_tuning", True),  # virtual tokens before the input: tags read after them
-        ("ner", "adapter", True),  # peftlab's own format, rebuilt from the run's config
-        ("classification", "lora", False),
-        ("generation", "lora", False),
+        ("ner", "ner_lora", ["method=lora"], True),
+        ("ner", "ner_prompt_tuning", ["method=prompt_tuning"], True),  # virtual tokens first: tags read after them
+        ("ner", "ner_adapter", ["method=adapter"], True),  # peftlab's own format, rebuilt from the run's config
+        ("ner", "ner_qlora", ["method=lora", "quant=nf4"], True),  # the base quantized again as the run did
+        ("classification", "classification_lora", ["method=lora"], False),
+        ("generation", "generation_lora", ["method=lora"], False),
     ],
 )
-def test_predictions_on_the_test_split_are_the_ones_the_run_evaluated(kind, method, words, trained, capsys, tmp_path):
-    run = trained(kind, f"{kind}_{method}", f"method={method}")
+def test_predictions_on_the_test_split_are_the_ones_the_run_evaluated(kind, name, overrides, words, trained, capsys, tmp_path):
+    run = trained(kind, name, *overrides)
     assert run.result["status"] == "ok"
     test_file = tmp_path / "test_inputs.txt"
     test_file.write_text("\n".join(run.test_inputs) + "\n")
