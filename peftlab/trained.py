@@ -51,7 +51,6 @@ class FinishedRun:
     directory: Path
     config: DictConfig  # the run's composed config, as result.json records it
     task: Task
-    model_config: dict[str, Any]  # checkpoint/config.json: the trained model's architecture and labels
 
     @property
     def checkpoint(self) -> Path:
@@ -76,6 +75,8 @@ def read_run(directory: Path, pretrained: str | None = None) -> FinishedRun:
         )
     checkpoint = directory / CHECKPOINT_DIR
     _require_checkpoint(checkpoint)
+    if not isinstance(result.get("config"), dict):
+        raise RunError(f"{directory / RESULT_FILE} records no config, so the run cannot be rebuilt. Run it again.")
     config = OmegaConf.create(result["config"])
     # runs recorded before a backbone key existed get its default (trust_remote_code: false)
     config.backbone = OmegaConf.merge(OmegaConf.structured(BackboneConfig), config.backbone)
@@ -85,9 +86,8 @@ def read_run(directory: Path, pretrained: str | None = None) -> FinishedRun:
         task = build_task(config.task)
     except ConfigError as error:
         raise RunError(f"{directory}: its task cannot be rebuilt by this peftlab ({error}).") from error
-    model_config = read_model_config(checkpoint)
-    task.use_trained_labels(model_config)
-    return FinishedRun(directory, config, task, model_config)
+    task.use_trained_labels(read_model_config(checkpoint))
+    return FinishedRun(directory, config, task)
 
 
 @dataclass
@@ -146,7 +146,7 @@ def require_shared_base(runs: list[FinishedRun]) -> None:
                 "(lora, dora, ia3, loha, vera, prompt_tuning, prefix_tuning) for several tasks on one base."
             )
     facets = {
-        "backbone weights": lambda run: _weights(run.config.backbone),
+        "backbone": lambda run: _base_identity(run.config.backbone),
         "quantization": lambda run: OmegaConf.to_container(run.config.quant),
         "task kind": lambda run: run.config.task.kind,
         "peft type": lambda run: run.peft_type,
@@ -164,9 +164,9 @@ def require_shared_base(runs: list[FinishedRun]) -> None:
             )
 
 
-def _weights(backbone: DictConfig) -> dict[str, Any]:
-    """What makes two backbones the same weights (not their names)."""
-    return {key: backbone[key] for key in ("pretrained", "gguf_file", "revision")}
+def _base_identity(backbone: DictConfig) -> dict[str, Any]:
+    """What makes two backbones one base: the same weights and tokenizer settings, whatever their names."""
+    return {key: OmegaConf.to_container(backbone)[key] for key in ("pretrained", "gguf_file", "revision", "tokenizer_kwargs")}
 
 
 def _own_method(run: FinishedRun, model: torch.nn.Module) -> AppliedMethod:

@@ -116,6 +116,8 @@ def test_classification_columns_put_the_label_first_as_label_text_files_do(train
         (("ner", "ner_head_only", "method=head_only"), ["method=head_only", "own format", "command of its own"]),
         (("classification", "classification_lora", "method=lora"), ["task kind", "separate commands"]),
         (("ner", "ner_ia3", "method=ia3"), ["peft type", "LORA", "IA3", "one type per model"]),
+        (("ner", "ner_qlora", "method=lora", "quant=nf4"), ["differ in quantization", "nf4"]),
+        (("generation", "generation_lora", "method=lora"), ["differ in backbone", "tiny_llama", "tiny_bert"]),
     ],
 )
 def test_runs_that_cannot_share_a_base_are_refused_saying_why(second, named, trained, capsys):
