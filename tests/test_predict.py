@@ -187,3 +187,20 @@ def test_a_checkpoint_with_pickled_weights_only_is_refused_unread(trained, capsy
     (tampered / "checkpoint" / "adapter_model.safetensors").rename(tampered / "checkpoint" / "adapter_model.bin")
     code, _, err = predict(capsys, tampered, "--text", "anna")
     assert code == 2 and "adapter_model.bin" in err and "never loads" in err
+
+
+@pytest.mark.parametrize(
+    "kind, name, overrides",
+    [("ner", "ner_lora", ["method=lora"]), ("classification", "classification_lora", ["method=lora"]),
+     ("generation", "generation_lora", ["method=lora"])],
+)
+def test_the_agreement_script_scores_predicts_answers_as_the_run_did(kind, name, overrides, trained):
+    """benchmarks/predict_agreement.py, the real-data check, on tiny runs: the same scores."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("predict_agreement", ROOT / "benchmarks" / "predict_agreement.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run = trained(kind, name, *overrides)
+    recorded, predicted = script.agreement(run.directory)
+    assert predicted and all(recorded[metric] == pytest.approx(value, abs=1e-12) for metric, value in predicted.items())
