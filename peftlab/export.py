@@ -40,8 +40,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def export(run_dir: Path, out: Path, adapter: bool, pretrained: str | None = None) -> Path:
     """Write the run's merged model, or with `adapter` its peft adapter, to `out`; return `out`."""
-    import transformers
-
     from peftlab.backbones import base_reference
     from peftlab.predict import quiet_loading
     from peftlab.trained import NOT_AN_ADAPTER, read_run, serve, tokenizer_for
@@ -54,9 +52,9 @@ def export(run_dir: Path, out: Path, adapter: bool, pretrained: str | None = Non
             f"--adapter writes peft's format, and {run_dir} trained method={run.config.method.name}: {NOT_AN_ADAPTER}. "
             "Export the trained model without --adapter instead."
         )
-    quiet_loading(transformers)
-    tokenizer = tokenizer_for(run)
-    served = serve([run], tokenizer)
+    with quiet_loading():
+        tokenizer = tokenizer_for(run)
+        served = serve([run], tokenizer)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

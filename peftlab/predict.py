@@ -18,7 +18,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from contextlib import contextmanager
+from typing import Any, Iterator, TextIO
 
 from peftlab.errors import DataError, PeftlabError
 
@@ -37,17 +38,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def predict(arguments: argparse.Namespace, out: TextIO) -> None:
     """Read the runs and the input, then answer in batches, writing each batch as it is done."""
-    import transformers
     from tqdm import tqdm
 
     from peftlab.trained import read_run, serve, tokenizer_for
 
-    quiet_loading(transformers)
+    repeated = sorted({name for name in arguments.run_dirs if arguments.run_dirs.count(name) > 1})
+    if repeated:
+        raise DataError(f"{', '.join(repeated)} given more than once: name each run once.")
     runs = [read_run(Path(directory), arguments.pretrained) for directory in arguments.run_dirs]
     lines = read_lines(arguments)
-    tokenizer = tokenizer_for(runs[0])
-    examples = [runs[0].task.read_input(line, tokenizer, arguments.words) for line in lines]
-    served = serve(runs, tokenizer)
+    with quiet_loading():
+        tokenizer = tokenizer_for(runs[0])
+        examples = [runs[0].task.read_input(line, tokenizer, arguments.words) for line in lines]
+        served = serve(runs, tokenizer)
     names = list(arguments.run_dirs)
     batch_size = arguments.batch_size or runs[0].config.trainer.eval_batch_size
     writer = TextWriter(out, names) if arguments.format == "text" else JsonLinesWriter(out, names)
@@ -63,12 +66,23 @@ def predict(arguments: argparse.Namespace, out: TextIO) -> None:
     writer.close()
 
 
-def quiet_loading(transformers: Any) -> None:
-    """The base loads with a head that the checkpoint then fills: transformers' report of new
-    head weights would read as a problem, and its loading bars would mix with predict's own.
-    Whatever would make the model wrong is raised as an error instead."""
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """While a run loads: the base loads with a head that the checkpoint then fills, so
+    transformers' report of new head weights would read as a problem, and its loading bars would
+    mix with predict's own. Whatever would make the model wrong is raised as an error instead.
+    transformers' settings are put back after, for a caller in the same process."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def read_lines(arguments: argparse.Namespace) -> list[str]:
@@ -165,8 +179,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Answer new inputs with one trained run, or with several runs' adapters on one shared base.",
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a finished run's folder (it holds result.json)")
-    parser.add_argument("--text", action="append", help="an input; repeat for more (else --input, else stdin)")
-    parser.add_argument("--input", metavar="FILE", help="a UTF-8 file, one input a line (blank lines skipped)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--text", action="append", help="an input; repeat for more (without it and --input: stdin)")
+    source.add_argument("--input", metavar="FILE", help="a UTF-8 file, one input a line (blank lines skipped)")
     parser.add_argument(
         "--words", action="store_true", help="NER: each line is words separated by spaces, tagged as given"
     )

@@ -111,8 +111,9 @@ class Served:
 
 
 def serve(runs: list[FinishedRun], tokenizer: PreTrainedTokenizerBase) -> Served:
-    """Load the base once and put each run's trained weights on it, on the GPU where there is one
-    (a quantized base stays where bitsandbytes put it)."""
+    """Load the base once and put each run's trained weights on it, where the run evaluated: on
+    the GPU where there is one, unless the run kept to the CPU (`trainer.extra.use_cpu`); a
+    quantized base stays where bitsandbytes put it."""
     if len(runs) > 1:
         require_shared_base(runs)
     first = runs[0]
@@ -121,7 +122,8 @@ def serve(runs: list[FinishedRun], tokenizer: PreTrainedTokenizerBase) -> Served
         method = _own_method(first, model)
     else:
         method = PeftMethod(_attach_adapters(model, runs))
-    if not getattr(method.model, "is_quantized", False) and torch.cuda.is_available():
+    on_cpu = first.config.trainer.extra.get("use_cpu", False)
+    if torch.cuda.is_available() and not on_cpu and not getattr(method.model, "is_quantized", False):
         method.model.to("cuda")
     method.model.eval()
     return Served(runs, tokenizer, method)

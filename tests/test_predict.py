@@ -145,10 +145,14 @@ def test_bad_input_is_named_with_its_fix(trained, tiny_backbone, capsys, tmp_pat
         ([tmp_path / "nowhere"], ["nowhere is not a folder", "not a peftlab run"]),
         ([run.directory, "--input", tmp_path / "empty.txt"], ["no input", "empty.txt held no non-blank line"]),
         ([run.directory, "--input", tmp_path / "missing.txt"], ["--input", "missing.txt: no such file"]),
+        ([run.directory, run.directory, "--text", "anna"], ["given more than once"]),
     ]
     for arguments, named in cases:
         code, out, err = predict(capsys, *arguments)
         assert code == 2 and out == "" and all(fragment in err for fragment in named), err
+    with pytest.raises(SystemExit) as refused:  # argparse's own exit: usage and the conflict
+        predict(capsys, run.directory, "--text", "anna", "--input", tmp_path / "empty.txt")
+    assert refused.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 def test_words_are_refused_for_a_task_that_reads_text(trained, capsys):
