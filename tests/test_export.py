@@ -3,7 +3,6 @@ peftlab, names its labels, and answers what the run's evaluation scored."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
