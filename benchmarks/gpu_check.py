@@ -173,7 +173,7 @@ def quantized_random_llama(settings: Settings, dtype):
         # The device index, as transformers' own default for bitsandbytes on CUDA has it.
         device = torch.cuda.current_device() if settings.device == "cuda" else "cpu"
         return AutoModelForCausalLM.from_pretrained(
-            folder, quantization_config=quantization, dtype=dtype, device_map={"": device}
+            folder, quantization_config=quantization, dtype=dtype, device_map={"": device}, use_safetensors=True
         )
 
 

@@ -103,7 +103,7 @@ def plain_model(cfg: DictConfig, num_labels: int) -> torch.nn.Module:
         raise SystemExit(f"plain_loop builds {list(METHODS)} only, not method={cfg.method.name}")
     transformers.set_seed(cfg.seed)
     model = AutoModelForTokenClassification.from_pretrained(
-        model_source(cfg.backbone), num_labels=num_labels, dtype=torch.float32
+        model_source(cfg.backbone), num_labels=num_labels, dtype=torch.float32, use_safetensors=True
     )
     if cfg.method.name == "full":
         return model

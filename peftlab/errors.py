@@ -12,3 +12,13 @@ class ConfigError(PeftlabError):
 
 class DataError(PeftlabError):
     """A data file or split is missing, malformed or empty."""
+
+
+class RunError(PeftlabError):
+    """A run folder that cannot serve a model: not a run, a failed run, a missing checkpoint, or a
+    backbone this machine cannot load."""
+
+
+class Unsupported(PeftlabError):
+    """A method asked for something it cannot do (merge into its base, share a base with other
+    runs): the message says why and what to do instead."""

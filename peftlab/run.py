@@ -17,7 +17,7 @@ from peft import PeftModel
 from torch.utils.data import Sampler, SequentialSampler
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from peftlab.backbones import load_tokenizer, model_source
+from peftlab.backbones import base_reference, load_tokenizer, model_source
 from peftlab.config import check_config, resolved
 from peftlab.data.sources import dataset_identity
 from peftlab.errors import ConfigError, PeftlabError
@@ -86,7 +86,20 @@ def prepare(cfg: DictConfig) -> Prepared:
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(in_modules(name, head))
     before = count_base(model, head)
-    context = MethodContext(
+    method = apply_method(model, cfg.method, method_context(cfg, task, model, head))
+    params = count_trainable(method.model, before, head)
+    _check_something_trains(cfg, params)
+    log.info(
+        "%s on %s with %s: %d trainable parameters (%.3f%% of %d; head %d)",
+        cfg.method.name, cfg.task.name, cfg.backbone.name, params.trainable, params.trainable_pct,
+        params.base_total + params.head, params.head,
+    )
+    return Prepared(task, tokenizer, method.model, params, task.encode(splits, tokenizer), loaded_bytes, method)
+
+
+def method_context(cfg: DictConfig, task: Task, model: torch.nn.Module, head: list[str]) -> MethodContext:
+    """What the method learns of the backbone and the task, for training and for predict alike."""
+    return MethodContext(
         backbone_name=cfg.backbone.name,
         pretrained=model_source(cfg.backbone),
         slots=dict(cfg.backbone.slots),
@@ -96,15 +109,6 @@ def prepare(cfg: DictConfig) -> Prepared:
         max_positions=model.config.max_position_embeddings,
         max_length=cfg.task.max_length,
     )
-    method = apply_method(model, cfg.method, context)
-    params = count_trainable(method.model, before, head)
-    _check_something_trains(cfg, params)
-    log.info(
-        "%s on %s with %s: %d trainable parameters (%.3f%% of %d; head %d)",
-        cfg.method.name, cfg.task.name, cfg.backbone.name, params.trainable, params.trainable_pct,
-        params.base_total + params.head, params.head,
-    )
-    return Prepared(task, tokenizer, method.model, params, task.encode(splits, tokenizer), loaded_bytes, method)
 
 
 class PeftlabTrainer(Trainer):
@@ -166,7 +170,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
         if split in prepared.encoded
     }
     checkpoint_dir = run_dir / "checkpoint"
-    checkpoint_bytes = prepared.method.save(checkpoint_dir) if is_main_process() else 0
+    checkpoint_bytes = prepared.method.save(checkpoint_dir, base_reference(cfg.backbone)) if is_main_process() else 0
 
     primary = prepared.task.primary_metric
     metrics = {split: _strip(values, split, RUNTIME_KEYS) for split, values in evaluated.items()}

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from peft import PeftModel
 
 from peftlab.checkpoint import load_trained, save_trained
-from peftlab.errors import ConfigError
+from peftlab.errors import ConfigError, Unsupported
 from peftlab.export import merge_to_float
 from peftlab.quant import quantization_constants
 from peftlab.quant.loading import head_module_names
@@ -243,7 +243,7 @@ def test_a_head_of_several_modules_is_kept_in_float_whole():
 def test_only_peft_adapters_merge(tiny_config):
     with pytest.raises(TypeError, match="nothing to merge"):
         merge_to_float(prepare(tiny_config("method=adapter", "quant=nf4")).model)
-    with pytest.raises(ValueError, match="nothing to merge"):
+    with pytest.raises(Unsupported, match="nothing to merge"):
         merge_to_float(prepare(tiny_config("method=prompt_tuning", "quant=nf4")).model)
 
 

@@ -17,6 +17,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig
 from transformers.pytorch_utils import Conv1D
 
+from peftlab.backbones import BaseReference
 from peftlab.checkpoint import load_trainable, save_trainable
 from peftlab.errors import ConfigError
 from peftlab.params import in_modules
@@ -117,8 +118,10 @@ class AppliedMethod:
         """What the task's collator must know: positions the method puts before every input."""
         return PLAIN_INPUT
 
-    def save(self, directory: Path) -> int:
-        """Write what trained into `directory`; return the bytes written."""
+    def save(self, directory: Path, base: BaseReference | None = None) -> int:
+        """Write what trained into `directory`, with the model's config (the head's label names);
+        return the bytes written. `base` is how the checkpoint names its base model where the
+        format has a place for it (peft's); None leaves the folder the base was loaded from."""
         return save_trainable(self.model, directory)
 
     def load(self, directory: Path) -> None:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from torch import nn
 from transformers.activations import ACT2FN
 
-from peftlab.errors import ConfigError
+from peftlab.errors import ConfigError, Unsupported
 from peftlab.methods import AppliedMethod, MethodContext, output_features, require_range
 
 
@@ -35,10 +35,10 @@ class BottleneckAdapters(AppliedMethod):
     """Adapters hung off a frozen model; saved and loaded as peftlab's own trainable tensors."""
 
     def merge(self) -> torch.nn.Module:
-        raise TypeError(
+        raise Unsupported(
             "bottleneck adapters are small nonlinear networks (down, activation, up) beside the base, with "
-            "nothing to merge into its linear weights: load the checkpoint with peftlab, or train a method "
-            "that merges, e.g. method=lora."
+            "nothing to merge into its linear weights: serve the run with peftlab (python -m peftlab.predict), "
+            "or train a method that merges, e.g. method=lora."
         )
 
 

@@ -35,6 +35,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftConfig, PeftModel, PeftType, PromptTuningInit, get_peft_model
 
+from peftlab.backbones import BaseReference
 from peftlab.checkpoint import load_adapter, save_adapter
 from peftlab.errors import ConfigError
 from peftlab.methods import AppliedMethod, MethodContext, check_range
@@ -62,8 +63,8 @@ class PeftMethod(AppliedMethod):
     def input_layout(self) -> InputLayout:
         return InputLayout(prepended_positions(self.model.active_peft_config))
 
-    def save(self, directory: Path) -> int:
-        return save_adapter(self.model, directory)
+    def save(self, directory: Path, base: BaseReference | None = None) -> int:
+        return save_adapter(self.model, directory, base)
 
     def load(self, directory: Path) -> None:
         load_adapter(self.model, directory)

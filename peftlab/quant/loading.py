@@ -28,10 +28,13 @@ def loading_arguments(
     if quant.bits is None:
         return {}
     config = AutoConfig.from_pretrained(source, **config_kwargs)
-    keep_float = [*head_module_names(auto_class, config, head_in_body), *quant.skip_modules]
+    trust_remote_code = config_kwargs.get("trust_remote_code", False)
+    keep_float = [*head_module_names(auto_class, config, head_in_body, trust_remote_code), *quant.skip_modules]
     return {"quantization_config": bitsandbytes_config(quant, keep_float)}
 
-def head_module_names(auto_class: type, config: transformers.PretrainedConfig, head_in_body: list[str] = ()) -> list[str]:
+def head_module_names(
+    auto_class: type, config: transformers.PretrainedConfig, head_in_body: list[str] = (), trust_remote_code: bool = False
+) -> list[str]:
     """The task head's modules (`peftlab.heads`), known before any weight loads: read off the
     model built on the meta device (no memory, no weights read). transformers' own default
     (the tied weights, the last parameter's module and the output embeddings) misses heads of
@@ -39,7 +42,7 @@ def head_module_names(auto_class: type, config: transformers.PretrainedConfig, h
     `classifier.out_proj`, and only the second comes last. A task that trains another head is
     checked after loading by `require_float_head`."""
     with torch.device("meta"):
-        skeleton = auto_class.from_config(config)
+        skeleton = auto_class.from_config(config, trust_remote_code=trust_remote_code)
     return head_modules(skeleton, head_in_body)
 
 def bitsandbytes_config(quant: DictConfig, keep_float: list[str]) -> BitsAndBytesConfig:

@@ -6,6 +6,11 @@ Every kind goes through the same steps, written once in `Task` (the template): l
 optional, subsamples), load the backbone with the kind's head (`auto_model`), `encode`. A new
 kind writes only what differs: its `auto_model`, what `check` refuses (and the label set it
 fixes on the full training split), `tokenize`, `collator` and `compute_metrics`.
+
+A trained run also answers new inputs (`python -m peftlab.predict`): the kind reads an input
+line (`read_input`) and answers a batch of them (`predict`) with the encoding its training
+used, and takes its label set from the trained model's config instead of the training data
+(`use_trained_labels`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from transformers import PreTrainedTokenizerBase, Trainer
 
 from peftlab.backbones import load_model
 from peftlab.data.sources import Splits, arrange_splits, load_splits
-from peftlab.errors import ConfigError
+from peftlab.errors import ConfigError, DataError
 from peftlab.heads import head_modules
 
 IGNORED = -100  # the label id torch's cross-entropy skips: padding, prompts, later sub-tokens
@@ -107,6 +112,22 @@ class Task:
         """Metrics on one split, keys prefixed with the split name (`validation_f1`)."""
         return trainer.evaluate(dataset, metric_key_prefix=split)
 
+    def use_trained_labels(self, model_config: dict[str, Any]) -> None:
+        """For predict, which has no training data: take the label set from the trained model's
+        config (checkpoint/config.json). A kind without labels has nothing to take."""
+
+    def read_input(self, line: str, tokenizer: PreTrainedTokenizerBase, pre_split: bool) -> dict[str, Any]:
+        """One line of input as the example `predict` takes; `pre_split`: the line is words
+        separated by spaces, for kinds that label words."""
+        raise NotImplementedError
+
+    def predict(
+        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: list[dict], layout: InputLayout
+    ) -> list[Any]:
+        """The trained model's answer to each example, as the data writes answers (a tag per
+        word, a label, a completion), encoded as in training and in evaluation mode."""
+        raise NotImplementedError
+
     def data_source(self) -> str:
         """Where the data comes from, as error messages name it."""
         data = self.config.data
@@ -122,6 +143,28 @@ def label_head(labels: list[str]) -> dict[str, Any]:
     return dict(
         num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}
     )
+
+
+def trained_labels(model_config: dict[str, Any]) -> list[str]:
+    """The label names of a trained head in id order, from its saved config: the inverse of
+    `label_head` (JSON keys are strings)."""
+    id2label = model_config["id2label"]
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def refuse_pre_split(task: Task, pre_split: bool) -> None:
+    if pre_split:
+        raise DataError(
+            f"task {task.config.name!r} reads plain text, and words given one by one (predict --words) are for token "
+            "classification only: give each input as a line of text."
+        )
+
+
+def logits_of(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's logits for one padded batch, on the model's device, without gradients."""
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        return model(**{name: tensor.to(device) for name, tensor in inputs.items()}).logits
 
 
 def build_task(task: DictConfig) -> Task:

@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedToken
 
 from peftlab.data.sources import Splits
 from peftlab.errors import ConfigError, DataError
-from peftlab.tasks import IGNORED, PLAIN_INPUT, InputLayout, Task
+from peftlab.tasks import IGNORED, PLAIN_INPUT, InputLayout, Task, refuse_pre_split
 
 log = logging.getLogger("peftlab")
 NORMALIZERS: dict[str, Callable[[str], str]] = {
@@ -260,6 +260,40 @@ class Generation(Task):
         and the reference completion as text. The collator passes only the model inputs on."""
         import datasets
 
+        self._adopt(tokenizer)
+        return {split: datasets.Dataset.from_list(self._encode_split(split, rows)) for split, rows in splits.items()}
+
+    def read_input(self, line: str, tokenizer: PreTrainedTokenizerBase, pre_split: bool) -> dict[str, Any]:
+        """The prompt: the line itself, or with `task.template` the template's prompt around
+        the line as `{text}` (the line is what a data row holds as its text)."""
+        refuse_pre_split(self, pre_split)
+        template = self.config.template
+        if template is None:
+            return {"prompt": line}
+        try:
+            return {"prompt": template.prompt.format_map({"text": line})}
+        except (KeyError, IndexError) as error:
+            raise ConfigError(
+                f"task.template.prompt of task {self.config.name!r} uses the field {error}, and predict fills only "
+                "{text}, from each input line. Predict with a run whose prompt template uses {text} alone."
+            ) from error
+
+    def predict(
+        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: list[dict], layout: InputLayout
+    ) -> list[str]:
+        """Greedy completions, generated as evaluation generates them. A prompt keeps at most
+        `task.max_length` - 1 tokens (its end, and a BOS it starts with): training never showed
+        the model a longer one, nor one without room for an answer."""
+        self._adopt(tokenizer)
+        prompts = []
+        for ids in self._prompt_ids([example["prompt"] for example in examples]):
+            keep_first = 1 if ids[:1] == [tokenizer.bos_token_id] else 0
+            prompts.append(encode_pair(ids, [], self.config.max_length - 1, keep_first)["input_ids"])
+        generated = generate_completions(model, prompts, self.generation_config(), self.config.generation_batch_tokens)
+        return tokenizer.batch_decode(generated, skip_special_tokens=True)
+
+    def _adopt(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Check the backbone's tokenizer can frame a completion, give it a pad token, keep it."""
         if tokenizer.eos_token_id is None:
             raise ConfigError(
                 "the backbone's tokenizer has no EOS token, so a completion cannot be taught to end; "
@@ -273,7 +307,6 @@ class Generation(Task):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token  # padding is masked; any id works, EOS always exists
         self.tokenizer = tokenizer
-        return {split: datasets.Dataset.from_list(self._encode_split(split, rows)) for split, rows in splits.items()}
 
     def collator(self, tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT) -> CompletionCollator:
         return CompletionCollator(tokenizer.pad_token_id)
@@ -332,8 +365,7 @@ class Generation(Task):
 
     def _encode_split(self, split: str, rows: list[dict]) -> list[dict]:
         tokenizer = self.tokenizer
-        prompts = [self._prompt_text(row["prompt"]) for row in rows]
-        prompt_ids = tokenizer(prompts, add_special_tokens=not self.config.chat_template)["input_ids"]
+        prompt_ids = self._prompt_ids([row["prompt"] for row in rows])
         completion_ids = tokenizer([row["completion"] for row in rows], add_special_tokens=False)["input_ids"]
         encoded = []
         for index, (row, prompt, completion) in enumerate(zip(rows, prompt_ids, completion_ids)):
@@ -348,6 +380,11 @@ class Generation(Task):
                 ) from None
             encoded.append({**pair, "reference": row["completion"]})
         return encoded
+
+    def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
+        """Token ids of the prompts as the model sees them; the chat template brings its own BOS."""
+        texts = [self._prompt_text(prompt) for prompt in prompts]
+        return self.tokenizer(texts, add_special_tokens=not self.config.chat_template)["input_ids"]
 
     def _prompt_text(self, prompt: str) -> str:
         """The prompt as the model sees it, in training and in generation alike."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import DictConfig
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
@@ -30,7 +31,7 @@ from peftlab.data.columns import Example
 from peftlab.data.labels import label_names, pinned_label_names
 from peftlab.data.sources import Splits
 from peftlab.errors import DataError
-from peftlab.tasks import PLAIN_INPUT, InputLayout, Task, label_head
+from peftlab.tasks import PLAIN_INPUT, InputLayout, Task, label_head, logits_of, refuse_pre_split, trained_labels
 
 TEXT_KEYS = ("text", "text_pair")
 REQUIRED_KEYS = ("text", "label")
@@ -67,12 +68,38 @@ class SequenceClassification(Task):
     def model_kwargs(self) -> dict[str, Any]:
         return {**label_head(self.labels), "problem_type": "single_label_classification"}
 
+    def use_trained_labels(self, model_config: dict[str, Any]) -> None:
+        self.labels = trained_labels(model_config)
+
     def tokenize(self, batch: dict[str, list], tokenizer: PreTrainedTokenizerBase) -> dict[str, list]:
         """Both texts of a pair in one sequence (BERT-style segments), and the label ids."""
         label_ids = {label: i for i, label in enumerate(self.labels)}
-        encoded = tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=self.config.max_length)
+        encoded = self._tokenize_texts(batch, tokenizer)
         encoded["labels"] = [label_ids[label] for label in batch["label"]]
         return encoded
+
+    def read_input(self, line: str, tokenizer: PreTrainedTokenizerBase, pre_split: bool) -> dict[str, Any]:
+        """A text, or for a task on pairs (`task.data.columns.text_pair` set) two texts with a tab between."""
+        refuse_pre_split(self, pre_split)
+        if (self.config.data.columns or {}).get("text_pair") is None:
+            return {"text": line}
+        text, tab, text_pair = line.partition("\t")
+        if not tab:
+            raise DataError(
+                f"task {self.config.name!r} classifies pairs of texts (task.data.columns.text_pair is set): give each "
+                f"input as the two texts with a tab between them; this line has no tab: {line[:80]!r}."
+            )
+        return {"text": text, "text_pair": text_pair}
+
+    def predict(
+        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: list[dict], layout: InputLayout
+    ) -> list[str]:
+        batch = {key: [example[key] for example in examples] for key in TEXT_KEYS if key in examples[0]}
+        encoded = self._tokenize_texts(batch, tokenizer, padding=True, return_tensors="pt")
+        return [self.labels[i] for i in logits_of(model, dict(encoded)).argmax(dim=-1).tolist()]
+
+    def _tokenize_texts(self, batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, **padding: Any) -> Any:
+        return tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=self.config.max_length, **padding)
 
     def collator(self, tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT) -> DataCollatorWithPadding:
         """Dynamic padding. Virtual tokens need no label shift here: the label is per sequence."""

@@ -20,7 +20,7 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 
 from peftlab.data.sources import Splits
 from peftlab.errors import DataError
-from peftlab.tasks import IGNORED, PLAIN_INPUT, InputLayout, Task, label_head
+from peftlab.tasks import IGNORED, PLAIN_INPUT, InputLayout, Task, label_head, logits_of, trained_labels
 
 
 def align_labels(word_ids: list[int | None], word_label_ids: list[int]) -> list[int]:
@@ -31,6 +31,17 @@ def align_labels(word_ids: list[int | None], word_label_ids: list[int]) -> list[
         aligned.append(IGNORED if word_id is None or word_id == previous else word_label_ids[word_id])
         previous = word_id
     return aligned
+
+
+def split_words(text: str, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The words of a line of plain text, cut where the backbone's tokenizer cuts words before
+    splitting them into pieces (BERT: at spaces and punctuation, so `Paris.` is `Paris` and `.`,
+    as CoNLL files write it); at spaces for a tokenizer without a pre-tokenizer."""
+    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
+    if pre_tokenizer is None:
+        return text.split()
+    pieces = (text[start:end].strip() for _, (start, end) in pre_tokenizer.pre_tokenize_str(text))
+    return [piece for piece in pieces if piece]
 
 
 def label_set(train: list[dict]) -> list[str]:
@@ -77,13 +88,41 @@ class TokenClassification(Task):
     def model_kwargs(self) -> dict[str, Any]:
         return label_head(self.labels)
 
+    def use_trained_labels(self, model_config: dict[str, Any]) -> None:
+        self.labels = trained_labels(model_config)
+
     def tokenize(self, batch: dict[str, list], tokenizer: PreTrainedTokenizerBase) -> dict[str, list]:
         label_ids = {label: i for i, label in enumerate(self.labels)}
-        encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=self.config.max_length)
+        encoded = self._tokenize_words(batch["tokens"], tokenizer)
         encoded["labels"] = [
             align_labels(encoded.word_ids(i), [label_ids[tag] for tag in tags]) for i, tags in enumerate(batch["tags"])
         ]
         return encoded
+
+    def read_input(self, line: str, tokenizer: PreTrainedTokenizerBase, pre_split: bool) -> dict[str, Any]:
+        return {"words": line.split() if pre_split else split_words(line, tokenizer)}
+
+    def predict(
+        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: list[dict], layout: InputLayout
+    ) -> list[list[str | None]]:
+        """A tag per word, read where training put the word's label: on its first sub-token
+        (after the positions a prompt method prepends). A word cut off by `task.max_length` gets
+        None: the model never saw it."""
+        words = [example["words"] for example in examples]
+        encoded = self._tokenize_words(words, tokenizer, padding=True, return_tensors="pt")
+        predicted = logits_of(model, dict(encoded))[:, layout.prepended_positions :].argmax(dim=-1).tolist()
+        tagged = []
+        for row, sentence in enumerate(words):
+            tags: list[str | None] = [None] * len(sentence)
+            first_pieces = align_labels(encoded.word_ids(row), list(range(len(sentence))))
+            for position, word in enumerate(first_pieces):
+                if word != IGNORED:
+                    tags[word] = self.labels[predicted[row][position]]
+            tagged.append(tags)
+        return tagged
+
+    def _tokenize_words(self, words: list[list[str]], tokenizer: PreTrainedTokenizerBase, **padding: Any) -> Any:
+        return tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.config.max_length, **padding)
 
     def collator(self, tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT) -> "AlignedCollator":
         return AlignedCollator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED), layout)
