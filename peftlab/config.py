@@ -228,6 +228,26 @@ class GenerationTask:
 
 
 @dataclass
+class LearningRateSearch:
+    """protocol.search: how each method's learning rate is tuned on validation. The rates tried
+    are the method's default (its `trainer.lr`) times each factor, one trial each."""
+
+    lr_factors: list[float] = MISSING
+    overrides: list[str] = MISSING  # what a trial changes from the final runs, e.g. [trainer.epochs=1]
+
+
+@dataclass
+class ProtocolConfig:
+    """conf/experiment/*_protocol.yaml: the comparison `python -m peftlab.protocol` runs
+    (peftlab/protocol.py). The runs it launches carry `protocol: null`; protocol.json records it."""
+
+    methods: list[str] = MISSING
+    seeds: list[int] = MISSING
+    search: LearningRateSearch = field(default_factory=LearningRateSearch)
+    dir: str = MISSING  # search/, runs/ and the protocol summary; the same folder again resumes
+
+
+@dataclass
 class PeftlabConfig:
     """conf/config.yaml: one run is backbone x method x task x quant x trainer."""
 
@@ -237,6 +257,7 @@ class PeftlabConfig:
     quant: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = MISSING
+    protocol: ProtocolConfig | None = None
 
 
 def register() -> None:

@@ -12,3 +12,7 @@ class ConfigError(PeftlabError):
 
 class DataError(PeftlabError):
     """A data file or split is missing, malformed or empty."""
+
+
+class ProtocolError(PeftlabError):
+    """A comparison protocol that cannot run as given, or a step of it that failed (protocol.py)."""

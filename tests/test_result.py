@@ -1,8 +1,9 @@
 """result.json keeps its shape: the report, the benchmarks and users' own scripts read it, so
 a tiny run must write exactly the keys, in the order and with the value types, that runs wrote
 before the measured sections became typed records (recorded from commit 9da73cd), plus what
-model selection on validation added since: the `selection` record and its trainer keys. The
-method's own settings (`config.method`) are left out: they are the method file's, not this schema's."""
+model selection on validation added since (the `selection` record and its trainer keys) and
+`config.protocol` (null: a run records no protocol, protocol.json does). The method's own
+settings (`config.method`) are left out: they are the method file's, not this schema's."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ SHAPE_OF_A_TINY_RUN = {
                     "gradient_checkpointing": "bool", "progress_bar": "bool", "threads": "NoneType",
                     "select_best": "bool", "early_stopping_patience": "NoneType", "extra": {"use_cpu": "bool"}},
         "seed": "int",
+        "protocol": "NoneType",
     },
     "versions": "dict", "git_sha": "str or None", "notes": [],
 }

@@ -13,7 +13,9 @@ from tests.conftest import compose_config
 
 # Full fine-tuning of the tiny model at a learning rate far too high for it: entity F1 peaks at
 # the first step, then every token is predicted O (F1 0) for the rest of the budget.
-TOO_HIGH = ("method=full", "trainer.lr=0.01", "trainer.max_steps=8", "trainer.eval_strategy=steps", "trainer.eval_steps=1")
+TOO_HIGH = (
+    "method=full", "trainer.lr=0.01", "trainer.max_steps=8", "trainer.eval_strategy=steps", "trainer.eval_steps=1",
+)
 PROTOCOL_METHODS = ["full", "lora", "adapter", "bitfit", "ia3", "prompt_tuning"]
 
 
@@ -29,7 +31,7 @@ def test_the_best_validation_step_is_kept_when_the_last_is_worse(tiny_config, tm
     result = execute(tiny_config(*TOO_HIGH, "trainer.select_best=true"), tmp_path / "best")
     curve = validation_curve(result)
     best = first_best_step(curve)
-    assert curve[best]["validation_f1"] > curve[8]["validation_f1"], "the construction needs a last step worse than the best"
+    assert curve[best]["validation_f1"] > curve[8]["validation_f1"], "the case needs a last step worse than the best"
     selection = result.selection
     assert (selection.metric, selection.best_step, selection.selected_step) == ("f1", best, best)
     assert (selection.last_step, selection.budget_steps, selection.early_stopped) == (8, 8, False)
