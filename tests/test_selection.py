@@ -83,3 +83,20 @@ def test_choosing_on_validation_without_validation_during_training_is_refused(se
 def test_a_patience_below_one_is_refused():
     with pytest.raises(ConfigError, match="trainer.early_stopping_patience=0 must be >= 1"):
         check_config(compose_config(["trainer.early_stopping_patience=0"]))
+
+
+def test_a_generation_task_chooses_by_validation_loss(tiny_gen_config, tmp_path):
+    """Trainer's evaluation during training scores a generation task's loss only (its primary
+    metric needs generating): the loss chooses, lower being better."""
+    result = execute(
+        tiny_gen_config("method=lora", "trainer.lr=0.05", "trainer.max_steps=5", "trainer.eval_strategy=steps",
+                        "trainer.eval_steps=1", "trainer.select_best=true"),
+        tmp_path,
+    )
+    losses = {point["step"]: point["validation_loss"] for point in result.history if "validation_loss" in point}
+    best = min(losses, key=lambda step: (losses[step], step))
+    assert losses[best] < losses[5], "the case needs a last step worse than the best"
+    assert (result.selection.metric, result.selection.selected_step) == ("loss", best)
+    assert result.selection.best_value == pytest.approx(losses[best])
+    assert result.metrics["validation"]["loss"] == pytest.approx(losses[best], rel=1e-4)
+    assert result.notes == []
