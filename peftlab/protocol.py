@@ -96,6 +96,9 @@ class MethodOutcome:
 
 def main(argv: list[str] | None = None) -> int:
     overrides = list(sys.argv[1:] if argv is None else argv)
+    if overrides in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     try:
         return run_protocol(overrides)
     except PeftlabError as error:

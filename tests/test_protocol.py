@@ -148,6 +148,11 @@ def test_bad_protocol_input_is_refused_before_anything_runs(overrides, fragments
     assert not (tmp_path / "out").exists()
 
 
+def test_help_says_what_the_protocol_does(capsys):
+    assert main(["--help"]) == 0
+    assert "python -m peftlab.protocol experiment=conll2003_protocol" in capsys.readouterr().out
+
+
 def test_missing_data_is_refused_before_any_run(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["experiment=sst2_protocol", f"task.data.path={tmp_path / 'nowhere'}", f"protocol.dir={out}"]) == 2
