@@ -20,9 +20,10 @@ Hydra runs one sweep per command, so each search and each seed sweep is a `pytho
 result.json, and writes into `protocol.dir`:
 
     search/<method>/<method>_lr<rate>/  the trials, a run folder each
-    runs/<method>/<method>_s<seed>/     the runs the comparison is made of; report.md in runs/
+    runs/<method>/<method>_s<seed>/     the runs the comparison is made of
     protocol.json, protocol.md          the rate tuned per method, the trials and their
                                         validation scores, the seeds run, the step each kept
+    report.md, .html, results.csv       the report over runs/ (python -m peftlab.report)
 
 Run again, the command resumes: a rate with a result.json has been tried (a failed trial is
 an outcome: that rate diverged or was refused) and a seed with an `ok` result.json has run;
@@ -123,8 +124,8 @@ def run_protocol(overrides: list[str]) -> int:
         outcome.seeds = run_seeds(method, outcome.tuned_lr, list(protocol.seeds), overrides, out)
         outcomes.append(outcome)
         write_summary(out, cfg, overrides, outcomes)
-        write_comparison_report(out / "runs")
-    print(f"\nprotocol: {out / SUMMARY_MARKDOWN}\nreport: {out / 'runs' / 'report.md'}")
+        write_comparison_report(out)
+    print(f"\nprotocol: {out / SUMMARY_MARKDOWN}\nreport: {out / 'report.md'}")
     failed = [f"{o.method} seed {run.seed}" for o in outcomes for run in o.seeds if run.status != "ok"]
     if failed:
         print(f"failed runs: {', '.join(failed)}; run the same command again to retry them", file=sys.stderr)
@@ -320,14 +321,16 @@ def failure_summary(results: dict[float, dict[str, Any]]) -> str:
     return f"{len(errors)} trial(s) failed; the first error: {errors[0].strip().splitlines()[-1]}"
 
 
-def write_comparison_report(runs_dir: Path) -> None:
-    """The report over every method's runs (the sweeps' own reports are switched off)."""
+def write_comparison_report(out: Path) -> None:
+    """The report over every method's runs, beside protocol.md (the sweeps' own reports are
+    switched off). Run folders stay out of git under benchmarks/results/; these files do not."""
     try:
         from peftlab.report import write_report
 
-        write_report(runs_dir)
+        write_report(out / "runs", out)
     except Exception as error:  # noqa: BLE001 - the runs are done; the report can be made again
-        print(f"no report for {runs_dir} ({error}); retry with: python -m peftlab.report {runs_dir}", file=sys.stderr)
+        retry = f"python -m peftlab.report {out / 'runs'} --out {out}"
+        print(f"no report for {out / 'runs'} ({error}); retry with: {retry}", file=sys.stderr)
 
 
 def write_summary(out: Path, cfg: DictConfig, overrides: list[str], outcomes: list[MethodOutcome]) -> None:
@@ -366,7 +369,7 @@ def summary_markdown(summary: dict[str, Any], outcomes: list[MethodOutcome]) -> 
         f"{', '.join(f'{factor:g}' for factor in protocol['search']['lr_factors'])}, one trial each with "
         f"`{' '.join(protocol['search']['overrides']) or 'the final budget'}`; the chosen rate then trained seeds "
         f"{', '.join(map(str, protocol['seeds']))} with the same budget for every method: {budget_text}. "
-        "Test chose nothing. The comparison: [runs/report.md](runs/report.md).",
+        "Test chose nothing. The comparison: [report.md](report.md).",
         "",
         f"Validation score: {', '.join(sorted({o.metric for o in outcomes if o.metric}))} (the task's primary metric).",
         "",
