@@ -81,6 +81,8 @@ class TrainerConfig:
     gradient_checkpointing: bool = MISSING
     progress_bar: bool = MISSING
     threads: int | None = MISSING
+    select_best: bool = MISSING  # keep the checkpoint with the best validation score, not the last
+    early_stopping_patience: int | None = minimum(1)  # evaluations without improvement; None = off
     extra: dict[str, Any] = MISSING
 
 
@@ -247,6 +249,26 @@ class GenerationTask:
 
 
 @dataclass
+class LearningRateSearch:
+    """protocol.search: how each method's learning rate is tuned on validation. The rates tried
+    are the method's default (its `trainer.lr`) times each factor, one trial each."""
+
+    lr_factors: list[float] = MISSING
+    overrides: list[str] = MISSING  # what a trial changes from the final runs, e.g. [trainer.epochs=1]
+
+
+@dataclass
+class ProtocolConfig:
+    """conf/experiment/*_protocol.yaml: the comparison `python -m peftlab.protocol` runs
+    (peftlab/protocol.py). The runs it launches carry `protocol: null`; protocol.json records it."""
+
+    methods: list[str] = MISSING
+    seeds: list[int] = MISSING
+    search: LearningRateSearch = field(default_factory=LearningRateSearch)
+    dir: str = MISSING  # search/, runs/ and the protocol summary; the same folder again resumes
+
+
+@dataclass
 class PeftlabConfig:
     """conf/config.yaml: one run is backbone x method x task x quant x trainer."""
 
@@ -256,6 +278,7 @@ class PeftlabConfig:
     quant: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = MISSING
+    protocol: ProtocolConfig | None = None
 
 
 def register() -> None:
@@ -297,8 +320,20 @@ def check_config(cfg: DictConfig) -> None:
     problems = _schema_problems(cfg, "")
     if cfg.trainer.max_steps <= 0 and not cfg.trainer.epochs > 0:
         problems.append(f"trainer.epochs={cfg.trainer.epochs} must be > 0 (or set trainer.max_steps > 0)")
+    if choose_on_validation(cfg.trainer) and cfg.trainer.eval_strategy == "no":
+        problems.append(
+            "trainer.select_best and trainer.early_stopping_patience choose by the validation scores taken during "
+            "training, and trainer.eval_strategy='no' takes none: set trainer.eval_strategy=epoch (or steps, with "
+            "trainer.eval_steps)"
+        )
     if problems:
         raise ConfigError("; ".join(problems) + ".")
+
+
+def choose_on_validation(trainer: DictConfig) -> bool:
+    """Whether the run follows its validation score during training: to keep the best
+    checkpoint, to stop early, or both."""
+    return trainer.select_best or trainer.early_stopping_patience is not None
 
 
 def _schema_problems(node: DictConfig, path: str) -> list[str]:

@@ -22,3 +22,7 @@ class RunError(PeftlabError):
 class Unsupported(PeftlabError):
     """A method asked for something it cannot do (merge into its base, share a base with other
     runs): the message says why and what to do instead."""
+
+
+class ProtocolError(PeftlabError):
+    """A comparison protocol that cannot run as given, or a step of it that failed (protocol.py)."""

@@ -1,7 +1,8 @@
 """The Result record and result.json: the one file per run that the report and every
 benchmark read. A failed run writes one too, so a sweep can say what went wrong where.
 
-The measured sections are typed records (`ParamCount`, `Timing`, `Memory`, `Checkpoint`): the
+The measured sections are typed records (`ParamCount`, `Timing`, `Memory`, `Checkpoint`,
+`Selection`): the
 run fills them, the report and the benchmarks read them back through `Result.read`, and the
 JSON keeps one shape for all. A failed run has none of them, written as `{}`."""
 
@@ -54,7 +55,22 @@ class Checkpoint:
     size_bytes: int
 
 
-RECORDS = {"params": ParamCount, "timing": Timing, "memory": Memory, "checkpoint": Checkpoint}
+@dataclass(frozen=True)
+class Selection:
+    """Which weights the run scored, chosen on validation during training (trainer.select_best,
+    trainer.early_stopping_patience). A run with neither scores its last step after its whole
+    budget and has no Selection."""
+
+    metric: str  # the validation score that chose: the primary metric, or "loss" (lower is better)
+    best_step: int | None  # the step of the best validation score; None when no score was a number
+    best_value: float | None
+    selected_step: int  # the step whose weights were scored on validation and test
+    last_step: int  # the last step trained
+    budget_steps: int  # the steps the budget allowed (trainer.epochs or trainer.max_steps)
+    early_stopped: bool  # training stopped before budget_steps, for want of a better validation score
+
+
+RECORDS = {"params": ParamCount, "timing": Timing, "memory": Memory, "checkpoint": Checkpoint, "selection": Selection}
 
 
 @dataclass
@@ -76,6 +92,7 @@ class Result:
     timing: Timing | None = None
     memory: Memory | None = None
     checkpoint: Checkpoint | None = None
+    selection: Selection | None = None
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     git_sha: str | None = None

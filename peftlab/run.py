@@ -4,7 +4,9 @@ write result.json. Shared by every method, task and backbone: none of them is na
 from __future__ import annotations
 
 import logging
+import math
 import os
+import shutil
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +17,11 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel
 from torch.utils.data import Sampler, SequentialSampler
-from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, Trainer, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from peftlab.backbones import base_reference, load_tokenizer, model_source
-from peftlab.config import check_config, resolved
+from peftlab.config import check_config, choose_on_validation, resolved
 from peftlab.data.sources import dataset_identity
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.measure import model_bytes, peak_memory, reset_peak_memory
@@ -26,7 +29,7 @@ from peftlab.methods import AppliedMethod, MethodContext, apply_method
 from peftlab.params import count_base, count_trainable, in_modules
 from peftlab.quant.loading import require_float_head
 from peftlab.quant.options import check_quantization
-from peftlab.result import Checkpoint, Memory, ParamCount, Result, Timing, git_sha, package_versions
+from peftlab.result import Checkpoint, Memory, ParamCount, Result, Selection, Timing, git_sha, package_versions
 from peftlab.tasks import Task, build_task
 
 log = logging.getLogger("peftlab")
@@ -148,15 +151,24 @@ class PeftlabTrainer(Trainer):
 
 
 def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Trainer:
+    patience = cfg.trainer.early_stopping_patience
     return PeftlabTrainer(
         model=prepared.model,
-        args=training_arguments(cfg, output_dir),
+        args=training_arguments(cfg, output_dir, selection_metric(prepared.task)),
         train_dataset=prepared.encoded["train"],
         eval_dataset=evaluation_order(cfg.trainer, prepared.encoded["validation"]),
         data_collator=prepared.task.collator(prepared.tokenizer, prepared.method.input_layout),
         compute_metrics=prepared.task.compute_metrics,
         preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if patience is not None else None,
     )
+
+
+def selection_metric(task: Task) -> str:
+    """The validation score that keeps the best checkpoint and stops early: the task's primary
+    metric, or the validation loss where Trainer's evaluation during training computes no metric
+    (a generation task scores its primary metric by generating, after training only)."""
+    return task.primary_metric if task.compute_metrics is not None else "loss"
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Result:
@@ -164,6 +176,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     prepared = prepare(cfg)
     trainer = make_trainer(cfg, prepared, run_dir / "trainer")
     trained = trainer.train()
+    selection = _selection(cfg.trainer, trainer.state, selection_metric(prepared.task))
+    _remove_trainer_checkpoints(Path(trainer.args.output_dir))
     evaluated = {
         split: prepared.task.evaluate(trainer, evaluation_order(cfg.trainer, prepared.encoded[split]), split)
         for split in EVALUATED_SPLITS
@@ -194,6 +208,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     )
     result.memory = Memory(**peak_memory(), model_bytes=prepared.model_bytes)
     result.checkpoint = Checkpoint(path=str(checkpoint_dir), size_bytes=checkpoint_bytes)
+    result.selection = selection
+    result.notes.extend(_restored_checkpoint_notes(selection, metrics["validation"]))
     scores = "  ".join(f"{split} {primary}={values[primary]:.4f}" for split, values in metrics.items() if values)
     log.info("%s  (train %.1fs)", scores, train_seconds)
     return result
@@ -213,8 +229,10 @@ def evaluation_order(trainer: DictConfig, dataset: Any) -> Any:
     return dataset.select(sorted(range(len(lengths)), key=lambda index: -lengths[index]))
 
 
-def training_arguments(cfg: DictConfig, output_dir: Path) -> TrainingArguments:
-    """`cfg.trainer` as TrainingArguments; checkpoints are ours to save, so Trainer saves none.
+def training_arguments(cfg: DictConfig, output_dir: Path, selection_metric: str | None = None) -> TrainingArguments:
+    """`cfg.trainer` as TrainingArguments. Checkpoints are ours to save (the method saves them in
+    its own format), so Trainer saves none, except the working ones that model selection on
+    validation needs (`_selection_arguments`), scored by `selection_metric`.
 
     `group_by_length` picks transformers' LengthGroupedSampler: random mega-batches of up to 50
     batches, each sorted by length and cut into batches, so that a batch holds sentences of
@@ -247,11 +265,68 @@ def training_arguments(cfg: DictConfig, output_dir: Path) -> TrainingArguments:
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+    if choose_on_validation(trainer):
+        arguments.update(_selection_arguments(trainer, selection_metric))
     arguments.update(OmegaConf.to_container(trainer.extra, resolve=True))
     try:
         return TrainingArguments(**arguments)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"trainer settings rejected by transformers.TrainingArguments: {error}") from error
+
+
+def _selection_arguments(trainer: DictConfig, metric: str) -> dict[str, Any]:
+    """Follow the validation score during training. Trainer writes a checkpoint only when the
+    score improves (save strategy "best": no write at an evaluation that does not, which
+    matters for full fine-tuning) and keeps one; with `trainer.select_best` it loads that one back
+    when training ends, so validation and test are scored on it. Early stopping
+    (`EarlyStoppingCallback`) counts evaluations since the best, which Trainer tracks the same way."""
+    return dict(
+        metric_for_best_model=metric,
+        greater_is_better=not metric.endswith("loss"),
+        save_strategy="best",
+        save_total_limit=1,
+        load_best_model_at_end=trainer.select_best,
+    )
+
+
+def _selection(trainer: DictConfig, state: TrainerState, metric: str) -> Selection | None:
+    """What the run chose on validation (None when it chose nothing: last step, whole budget)."""
+    if not choose_on_validation(trainer):
+        return None
+    best_step = state.best_global_step
+    restored = trainer.select_best and best_step is not None
+    return Selection(
+        metric=metric,
+        best_step=best_step,
+        best_value=state.best_metric if best_step is not None else None,
+        selected_step=best_step if restored else state.global_step,
+        last_step=state.global_step,
+        budget_steps=state.max_steps,
+        early_stopped=state.global_step < state.max_steps,
+    )
+
+
+def _restored_checkpoint_notes(selection: Selection | None, validation: dict[str, float]) -> list[str]:
+    """A restored checkpoint scores on validation what it scored when it was chosen (same weights,
+    same batches). Trainer only warns when it cannot load one back (a prompt-learning adapter,
+    peft issue 2256), and the run would then score its last weights as if they were the best."""
+    if selection is None or selection.best_step is None or selection.selected_step != selection.best_step:
+        return []
+    scored = validation[selection.metric]
+    if math.isclose(scored, selection.best_value, rel_tol=1e-6, abs_tol=1e-9):
+        return []
+    return [
+        f"the checkpoint of step {selection.best_step} scored validation {selection.metric}={scored:.6g} after "
+        f"training, not the {selection.best_value:.6g} it scored when it was selected: it may not have been "
+        "restored, and the scores may be the last step's"
+    ]
+
+
+def _remove_trainer_checkpoints(output_dir: Path) -> None:
+    """Trainer's working checkpoints (optimizer state included: three times the model for full
+    fine-tuning) are of no use once training ended: the run saves the weights it scored itself."""
+    for checkpoint in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        shutil.rmtree(checkpoint)
 
 
 def _check_something_trains(cfg: DictConfig, params: ParamCount) -> None:

@@ -13,8 +13,8 @@ from peftlab.run import execute, make_trainer, prepare
 
 EXPECTED_RESULT_KEYS = {
     "status", "error", "task", "dataset", "dataset_fingerprint", "method", "backbone", "quant", "seed", "params",
-    "primary_metric", "metrics", "data_sizes", "history", "timing", "memory", "checkpoint", "config", "versions", "git_sha",
-    "notes",
+    "primary_metric", "metrics", "data_sizes", "history", "timing", "memory", "checkpoint", "selection", "config",
+    "versions", "git_sha", "notes",
 }
 
 

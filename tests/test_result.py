@@ -1,7 +1,9 @@
 """result.json keeps its shape: the report, the benchmarks and users' own scripts read it, so
 a tiny run must write exactly the keys, in the order and with the value types, that runs wrote
-before the measured sections became typed records (recorded from commit 9da73cd). The method's
-own settings (`config.method`) are left out: they are the method file's, not this schema's."""
+before the measured sections became typed records (recorded from commit 9da73cd), plus what
+model selection on validation added since (the `selection` record and its trainer keys) and
+`config.protocol` (null: a run records no protocol, protocol.json does). The method's own
+settings (`config.method`) are left out: they are the method file's, not this schema's."""
 
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ SHAPE_OF_A_TINY_RUN = {
                "eval_seconds": "float", "torch_threads": "int"},
     "memory": {"peak_rss_mb": "float", "peak_cuda_mb": "NoneType", "model_bytes": "int"},
     "checkpoint": {"path": "str", "size_bytes": "int"},
+    "selection": {"metric": "str", "best_step": "int", "best_value": "float", "selected_step": "int", "last_step": "int",
+                  "budget_steps": "int", "early_stopped": "bool"},
     "config": {
         "backbone": {"name": "str", "pretrained": "str", "gguf_file": "NoneType", "revision": "NoneType",
                      "tokenizer_kwargs": {}, "slots": {slot: "str" for slot in (
@@ -44,12 +48,13 @@ SHAPE_OF_A_TINY_RUN = {
                     "weight_decay": "float", "warmup": "float", "scheduler": "str", "grad_accum": "int",
                     "group_by_length": "bool", "eval_strategy": "str", "eval_steps": "int", "logging_steps": "int",
                     "gradient_checkpointing": "bool", "progress_bar": "bool", "threads": "NoneType",
-                    "extra": {"use_cpu": "bool"}},
+                    "select_best": "bool", "early_stopping_patience": "NoneType", "extra": {"use_cpu": "bool"}},
         "seed": "int",
+        "protocol": "NoneType",
     },
     "versions": "dict", "git_sha": "str or None", "notes": [],
 }
-RECORDS = ("params", "timing", "memory", "checkpoint")
+RECORDS = ("params", "timing", "memory", "checkpoint", "selection")
 
 
 def shape(value: Any) -> Any:
@@ -73,7 +78,7 @@ def shape_of_result(written: dict) -> dict:
 def tiny_run(tiny_config, tmp_path) -> dict:
     cfg = tiny_config(
         "method=lora", "trainer.max_steps=2", "trainer.eval_strategy=steps", "trainer.eval_steps=1",
-        "task.max_train_samples=8", "task.max_eval_samples=4",
+        "trainer.select_best=true", "task.max_train_samples=8", "task.max_eval_samples=4",
     )
     execute(cfg, tmp_path)
     return json.loads((tmp_path / "result.json").read_text())
@@ -88,6 +93,7 @@ def test_result_json_reads_back_as_typed_records_and_writes_the_same_json(tiny_r
     result = Result.from_json(tiny_run)
     assert result.params.trainable == result.params.method + result.params.head
     assert result.timing.train_seconds > 0 and result.memory.model_bytes > 0 and result.checkpoint.size_bytes > 0
+    assert result.selection.selected_step == result.selection.best_step and result.selection.last_step == 2
     again = tmp_path / "again"
     again.mkdir()
     assert json.loads(result.write(again).read_text()) == tiny_run
