@@ -126,6 +126,7 @@ class DataSource:
     path: str | None = MISSING
     hub_id: str | None = MISSING
     hub_config: str | None = MISSING
+    encoding: str = MISSING  # of local text files; a codec name Python knows
 
 
 @dataclass
