@@ -37,7 +37,7 @@ def main(cfg: DictConfig) -> float | None:
         torch.set_num_threads(threads)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        result = execute(cfg, run_dir)
+        result = execute(cfg, run_dir, in_sweep)
     except PeftlabError as error:
         log.error("%s", error)
         if in_sweep:

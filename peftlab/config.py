@@ -60,6 +60,8 @@ class TrainerConfig:
     gradient_checkpointing: bool = MISSING
     progress_bar: bool = MISSING
     threads: int | None = MISSING
+    save_every: int = minimum(0)  # 0 = no resume checkpoints
+    keep_checkpoints: int = minimum(1)
     extra: dict[str, Any] = MISSING
 
 
@@ -236,6 +238,8 @@ class PeftlabConfig:
     quant: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = MISSING
+    resume: bool = MISSING
+    overwrite: bool = MISSING
 
 
 def register() -> None:
