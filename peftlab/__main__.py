@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -12,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from peftlab.config import config_dir  # importing it registers the schemas the config files name
-from peftlab.errors import PeftlabError
+from peftlab.errors import PeftlabError, exit_with
 from peftlab.result import Result
 
 log = logging.getLogger("peftlab")
@@ -42,8 +41,7 @@ def main(cfg: DictConfig) -> float | None:
         log.error("%s", error)
         if in_sweep:
             return None
-        print(f"\npeftlab: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(error)
     except Exception:
         if not in_sweep:
             raise  # a bug in peftlab or below: keep the traceback

@@ -34,7 +34,7 @@ from peftlab.quant.loading import require_float_head
 from peftlab.quant.options import check_quantization
 from peftlab.result import Checkpoint, Memory, ParamCount, Result, Timing, git_sha, package_versions
 from peftlab.run_folder import (
-    CHECKPOINT_DIR, TRAINER_DIR, TRAINER_STATE, check_writable, plan_start, remove_resume_checkpoints,
+    CHECKPOINT_DIR, TRAINER_DIR, TRAINER_STATE, begin, check_writable, plan_start, remove_resume_checkpoints,
 )
 from peftlab.tasks import Task, build_task
 
@@ -51,10 +51,12 @@ def execute(cfg: DictConfig, run_dir: Path, in_sweep: bool = False) -> Result:
     is returned as it is. Under torchrun/accelerate every process trains; only the first writes."""
     resolved(cfg)
     check_writable(run_dir)
-    start = plan_start(run_dir, cfg.resume, cfg.overwrite, in_sweep, is_main_process())
+    start = plan_start(run_dir, cfg.resume, cfg.overwrite, in_sweep)
     if start.finished is not None:
         log.info("%s holds this run finished already: nothing to do (overwrite=true runs it again)", run_dir)
         return start.finished
+    if is_main_process():
+        begin(run_dir, start)
     try:
         result = run(cfg, run_dir, start.checkpoint)
     except Exception as error:

@@ -7,55 +7,67 @@ its last checkpoint left it.
 Resume checkpoints are transformers Trainer's own (`trainer/checkpoint-STEP`: what trains,
 optimizer, scheduler, RNG states and the data position), written every `trainer.save_every`
 steps. Trainer writes a checkpoint's files one after another and `trainer_state.json` last, so a
-checkpoint counts once that file reads back; one cut short by a kill is skipped and removed."""
+checkpoint counts once that file reads back; one cut short by a kill is skipped and removed.
+
+Hydra creates the run folder and writes `.hydra/` into it before peftlab's code runs, so the
+command line checks the folder earlier, in a Hydra callback (`CheckRunFolder`). This module is
+imported when Hydra starts: it imports nothing heavy."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
-from peftlab.errors import ConfigError
+from peftlab.errors import ConfigError, PeftlabError, exit_with
 from peftlab.result import RESULT_FILE, Result
 
 log = logging.getLogger("peftlab")
 TRAINER_DIR = "trainer"  # Trainer's output_dir inside a run folder: the resume checkpoints
+CHECKPOINT_PREFIX = "checkpoint-"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR, then the step
 CHECKPOINT_DIR = "checkpoint"  # the trained weights of a finished run, in the method's format
 TRAINER_STATE = "trainer_state.json"  # written last into a Trainer checkpoint
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+START_KEYS = ("resume", "overwrite")  # how a run starts, not what it computes
 LISTED_RUNS = 3
 
 
 @dataclass(frozen=True)
 class Start:
-    """How a run begins: from the beginning, from a resume checkpoint, or not at all, because
-    the folder holds it finished (`finished` is its result)."""
+    """How a run begins: from the beginning (after deleting what the folder holds, with
+    `clear`), from a resume checkpoint, or not at all, because the folder holds it finished
+    (`finished` is its result)."""
 
+    clear: bool = False
     checkpoint: Path | None = None
     finished: Result | None = None
 
 
-def plan_start(run_dir: Path, resume: bool, overwrite: bool, in_sweep: bool = False, main_process: bool = True) -> Start:
-    """Where the run in `run_dir` starts, refusing what would lose or fake a result:
+def plan_start(run_dir: Path, resume: bool, overwrite: bool, in_sweep: bool = False, config: Any = None) -> Start:
+    """Where the run in `run_dir` starts, refusing what would lose or fake a result. Reads the
+    folder, changes nothing (`begin` does):
 
-    - overwrite=true: whatever the folder holds is deleted (by the main process) and the run
-      starts again;
+    - overwrite=true: whatever the folder holds goes, and the run starts again;
     - resume=true: a finished run is skipped, an unfinished one continues from its last
       checkpoint; with nothing to continue a single run is refused (it never started here), a
       sweep's job starts (it is a job the interrupted sweep never reached);
-    - neither: a folder holding a finished or an unfinished run is refused, naming both keys."""
+    - neither: a folder holding a finished or an unfinished run is refused, naming both keys.
+
+    `config`, the run's config, lets the refusal of a resume name the folders of unfinished runs
+    of the same config (the default run folders carry a timestamp)."""
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise ConfigError("resume=true and overwrite=true contradict each other: keep one.")
     if overwrite:
-        if main_process:
-            clear(run_dir)
-        return Start()
+        return Start(clear=True)
     result = read_result(run_dir)
     finished = result is not None and result.status == "ok"
     checkpoint = last_checkpoint(run_dir)
@@ -63,13 +75,10 @@ def plan_start(run_dir: Path, resume: bool, overwrite: bool, in_sweep: bool = Fa
         if finished:
             return Start(finished=result)
         if checkpoint is not None:
-            if main_process:
-                _remove_incomplete_checkpoints(run_dir, checkpoint)
             return Start(checkpoint=checkpoint)
         if in_sweep:
-            log.info("nothing to resume in %s: this job starts from the beginning", run_dir)
             return Start()
-        raise ConfigError(_nothing_to_resume(run_dir, result))
+        raise ConfigError(_nothing_to_resume(run_dir, result, config))
     if finished:
         raise ConfigError(
             f"{run_dir} holds a finished run (its result.json says ok), which is not overwritten. Add overwrite=true "
@@ -81,6 +90,20 @@ def plan_start(run_dir: Path, resume: bool, overwrite: bool, in_sweep: bool = Fa
             "it, or overwrite=true to start it again."
         )
     return Start()
+
+
+def begin(run_dir: Path, start: Start) -> None:
+    """Ready the folder for `start`: delete what an overwritten run left, or the checkpoints a
+    kill cut short (they would count towards trainer.keep_checkpoints)."""
+    run_dir = Path(run_dir)
+    if start.clear:
+        (run_dir / RESULT_FILE).unlink(missing_ok=True)
+        for name in (CHECKPOINT_DIR, TRAINER_DIR):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+    if start.checkpoint is not None:
+        for path in _checkpoints(run_dir):
+            if checkpoint_step(path) is None:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def read_result(run_dir: Path) -> Result | None:
@@ -110,95 +133,122 @@ def checkpoint_step(checkpoint: Path) -> int | None:
         return None
 
 
-def clear(run_dir: Path) -> None:
-    """Delete what a run wrote into its folder (result, trained weights, resume checkpoints);
-    Hydra's own files (.hydra/, the log) stay."""
-    (Path(run_dir) / RESULT_FILE).unlink(missing_ok=True)
-    for name in (CHECKPOINT_DIR, TRAINER_DIR):
-        shutil.rmtree(Path(run_dir) / name, ignore_errors=True)
-
-
 def remove_resume_checkpoints(run_dir: Path) -> None:
     """Once result.json is written the resume checkpoints serve nothing (resume=true skips a
     finished run) and hold optimizer states several times the size of what trained."""
     shutil.rmtree(Path(run_dir) / TRAINER_DIR, ignore_errors=True)
 
 
-def check_writable(run_dir: Path) -> None:
-    """Refuse, before anything loads, a run folder this process cannot write into: the run would
-    otherwise fail after training, when it saves."""
-    run_dir = Path(run_dir)
+def check_writable(folder: Path, key: str = "hydra.run.dir") -> None:
+    """Refuse, before anything loads, a folder this process cannot create or write into: the
+    run would otherwise fail after training, when it saves. `key` is the setting that names it."""
+    folder = Path(folder)
+    _check_creatable(folder, key)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ConfigError(
-            f"cannot write into the run folder {run_dir} ({reason}). Choose a folder you can write to with "
-            "hydra.run.dir=DIR (hydra.sweep.dir=DIR for a sweep), or fix its permissions."
+            f"cannot write into the run folder {folder} ({reason}). Choose a folder you can write to with {key}=DIR, "
+            "or fix its permissions."
         ) from error
+
+
+class CheckRunFolder(Callback):
+    """The checks of the run folder that must come before Hydra creates it and writes `.hydra/`
+    into it: a folder that cannot be written, a finished or unfinished run that would be run
+    over, a resume of a run that is not there. In a sweep, the sweep folder: it must be writable,
+    and exist already to be resumed (each job's own folder is checked when the job starts).
+    Refusals end the command as peftlab's own errors do: one paragraph, exit code 2."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.run.dir)
+        try:
+            _check_creatable(run_dir, "hydra.run.dir")
+            plan_start(run_dir, config.resume, config.overwrite, config=_run_config(config))
+        except PeftlabError as error:
+            exit_with(error)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            _check_creatable(sweep_dir, "hydra.sweep.dir")
+            if config.resume and not sweep_dir.is_dir():
+                raise ConfigError(
+                    f"resume=true, but the sweep folder {sweep_dir} does not exist: no sweep ran there. To resume a "
+                    "sweep, name its folder: hydra.sweep.dir=FOLDER (the one holding its multirun.yaml)."
+                )
+        except PeftlabError as error:
+            exit_with(error)
+
+
+def _check_creatable(folder: Path, key: str) -> None:
+    """`folder` exists as a writable folder, or its nearest existing parent is one."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists() or path == path.parent)
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{key}={folder} cannot be created: {existing} is a file, where a folder is expected. Choose another "
+            f"folder with {key}=DIR."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}={folder} cannot be created: {existing} is not writable. Choose a folder you can write to with "
+            f"{key}=DIR, or fix its permissions."
+        )
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
     folder = Path(run_dir) / TRAINER_DIR
     if not folder.is_dir():
         return []
-    return [path for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if path.is_dir()]
+    return [path for path in folder.glob(f"{CHECKPOINT_PREFIX}*") if path.is_dir()]
 
 
-def _remove_incomplete_checkpoints(run_dir: Path, resumed: Path) -> None:
-    """A checkpoint cut short by the kill would otherwise count towards keep_checkpoints."""
-    for path in _checkpoints(run_dir):
-        if path != resumed and checkpoint_step(path) is None:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _nothing_to_resume(run_dir: Path, result: Result | None) -> str:
+def _nothing_to_resume(run_dir: Path, result: Result | None, config: Any) -> str:
     if result is not None:
         return (
             f"resume=true, but the run in {run_dir} failed before its first checkpoint ({_gist(result.error)}). "
             "Run it again without resume=true."
         )
-    unfinished = _unfinished_runs_like(run_dir)
+    unfinished = _unfinished_runs_like(run_dir, config) if config is not None else []
+    hint = ""
     if unfinished:
-        listed = " or ".join(f"hydra.run.dir={path}" for path in unfinished)
-        hint = f"Unfinished runs of this same config: add {listed}."
-    else:
-        hint = "No unfinished run of this config is beside it; run without resume=true to start one."
+        hint = f" Unfinished runs of this same config: {' or '.join(f'hydra.run.dir={path}' for path in unfinished)}."
     return (
-        f"resume=true, but {run_dir} holds no run to resume: this run never started here, or stopped before its "
-        f"first checkpoint (trainer.save_every steps). To resume a run, name its folder: hydra.run.dir=FOLDER. {hint}"
+        f"resume=true, but {run_dir} holds no run to resume: this run never started there, or stopped before its "
+        f"first checkpoint (every trainer.save_every steps). To resume a run, name its folder: hydra.run.dir=FOLDER; "
+        f"to start it, leave out resume=true.{hint}"
     )
 
 
-def _unfinished_runs_like(run_dir: Path) -> list[Path]:
+def _unfinished_runs_like(run_dir: Path, config: Any) -> list[Path]:
     """Sibling run folders (the timestamped folders of outputs/runs/) with a resume checkpoint,
-    no finished result and the same config as this one but for resume and overwrite: what a
-    user who forgot hydra.run.dir meant to resume. Newest first."""
-    mine = _config_without_start_keys(run_dir)
-    if mine is None or not run_dir.parent.is_dir():
+    no finished result and the same config but for resume and overwrite: what a user who
+    forgot hydra.run.dir meant to resume. Newest first."""
+    if not run_dir.parent.is_dir():
         return []
+    mine = _without_start_keys(config)
     found = []
     for sibling in run_dir.parent.iterdir():
-        if sibling == run_dir or not sibling.is_dir() or last_checkpoint(sibling) is None:
+        if sibling == run_dir or not (sibling / HYDRA_CONFIG).is_file() or last_checkpoint(sibling) is None:
             continue
         result = read_result(sibling)
-        if (result is None or result.status != "ok") and _config_without_start_keys(sibling) == mine:
+        if result is not None and result.status == "ok":
+            continue
+        if _without_start_keys(OmegaConf.to_container(OmegaConf.load(sibling / HYDRA_CONFIG))) == mine:
             found.append(sibling)
     return sorted(found, key=lambda path: path.stat().st_mtime, reverse=True)[:LISTED_RUNS]
 
 
-def _config_without_start_keys(run_dir: Path) -> dict | None:
-    from omegaconf import OmegaConf
+def _run_config(config: DictConfig) -> dict[str, Any]:
+    """The config as Hydra saves it into .hydra/config.yaml: without `hydra`, unresolved."""
+    return {key: value for key, value in OmegaConf.to_container(config).items() if key != "hydra"}
 
-    path = run_dir / HYDRA_CONFIG
-    if not path.is_file():
-        return None
-    config = OmegaConf.to_container(OmegaConf.load(path))
-    for key in ("resume", "overwrite"):
-        config.pop(key, None)
-    return config
+
+def _without_start_keys(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key not in START_KEYS}
 
 
 def _gist(text: str | None) -> str:

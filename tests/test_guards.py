@@ -93,5 +93,5 @@ def test_an_unwritable_run_folder_is_refused_before_anything_loads(tiny_config, 
 
 def test_a_run_folder_below_a_file_is_refused_before_anything_loads(tiny_config, tmp_path):
     (tmp_path / "results").write_text("a file where the run folder's parent should be")
-    with pytest.raises(ConfigError, match="cannot write into the run folder .*results/run.*hydra.run.dir=DIR"):
+    with pytest.raises(ConfigError, match="results/run cannot be created: .*results is a file, where a folder is expected.*hydra.run.dir=DIR"):
         execute(tiny_config("method=lora", "backbone.pretrained=/nowhere"), tmp_path / "results" / "run")

@@ -24,7 +24,7 @@ import peftlab.run
 from peftlab.errors import ConfigError
 from peftlab.result import Result
 from peftlab.run import execute
-from peftlab.run_folder import TRAINER_DIR, last_checkpoint, plan_start
+from peftlab.run_folder import TRAINER_DIR, begin, last_checkpoint, plan_start
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12  # 16 sentences at batch 4: three epochs of four steps
@@ -155,8 +155,11 @@ def test_a_finished_run_is_not_overwritten_resume_skips_it_overwrite_clears_it(t
         plan_start(tmp_path, resume=False, overwrite=False)
     assert plan_start(tmp_path, resume=True, overwrite=False).finished.status == "ok"
     (tmp_path / "checkpoint").mkdir()
-    assert plan_start(tmp_path, resume=False, overwrite=True).checkpoint is None
-    assert not (tmp_path / "result.json").exists() and not (tmp_path / "checkpoint").exists()
+    checkpoint_at(tmp_path, 4)
+    start = plan_start(tmp_path, resume=False, overwrite=True)
+    assert (tmp_path / "result.json").exists(), "planning changed the folder"
+    begin(tmp_path, start)
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
 def test_an_unfinished_run_resumes_from_its_last_complete_checkpoint_and_needs_a_word_otherwise(tmp_path):
@@ -165,8 +168,10 @@ def test_an_unfinished_run_resumes_from_its_last_complete_checkpoint_and_needs_a
     cut_short = checkpoint_at(tmp_path, 12, complete=False)  # the kill came while it was written
     with pytest.raises(ConfigError, match="unfinished run.*checkpoint-8.*resume=true.*overwrite=true"):
         plan_start(tmp_path, resume=False, overwrite=False)
-    assert plan_start(tmp_path, resume=True, overwrite=False).checkpoint.name == "checkpoint-8"
-    assert not cut_short.exists()
+    start = plan_start(tmp_path, resume=True, overwrite=False)
+    assert start.checkpoint.name == "checkpoint-8"
+    begin(tmp_path, start)
+    assert not cut_short.exists() and start.checkpoint.exists()
 
 
 def test_resume_of_a_run_that_never_started_is_refused_alone_and_started_in_a_sweep(tmp_path):
