@@ -228,3 +228,32 @@ def test_the_cli_resumes_a_run_killed_by_sigkill_or_sigterm(tiny_backbone, tiny_
 
 def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(peftlab_command(*overrides), cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=600)
+
+
+def test_a_sweep_rerun_with_resume_skips_finished_jobs_resumes_unfinished_and_starts_the_rest(
+    tiny_backbone, tiny_ner_dir, tmp_path
+):
+    sweep_dir = tmp_path / "sweep"
+    command = [
+        "-m", "task=conll2003", f"task.data.path={tiny_ner_dir}", f"backbone.pretrained={tiny_backbone}",
+        "method=lora", "trainer=smoke", "trainer.max_steps=60", "trainer.save_every=5", f"hydra.sweep.dir={sweep_dir}",
+    ]
+    job = {seed: sweep_dir / f"{seed}_conll2003_lora_s{seed}" for seed in range(3)}
+    process = subprocess.Popen(peftlab_command(*command, "seed=0,1"), cwd=tmp_path, env=cli_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while last_checkpoint(job[1]) is None and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.kill()
+    process.wait(timeout=60)
+    assert (job[0] / "result.json").exists() and not (job[1] / "result.json").exists()
+    finished_bytes = (job[0] / "result.json").read_bytes()
+
+    rerun = run_cli(*command, "seed=0,1,2", "resume=true", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (job[0] / "result.json").read_bytes() == finished_bytes
+    resumed, started = (Result.read(job[seed] / "result.json") for seed in (1, 2))
+    assert resumed.status == started.status == "ok"
+    assert any("resumed after step" in note for note in resumed.notes)
+    assert not any("resumed" in note for note in started.notes)
+    assert (sweep_dir / "report.md").exists()
