@@ -24,6 +24,9 @@ def main(cfg: DictConfig) -> float | None:
     sweep goes on; alone, a user error ends with one paragraph and exit code 2. A config that
     does not fit its schema (peftlab/config.py) never gets here: Hydra refuses it while it
     composes, with the key, and exit code 1."""
+    from peftlab.console import held_back_note, route_library_messages
+
+    route_library_messages()
     import torch
 
     from peftlab.run import execute, is_main_process  # heavy imports after Hydra parsed the command line
@@ -47,8 +50,8 @@ def main(cfg: DictConfig) -> float | None:
             raise  # a bug in peftlab or below: keep the traceback
         log.exception("run %s failed; its result.json says why, and the sweep goes on", run_dir)
         return None
-    if is_main_process():
-        print(f"\nresult: {run_dir / 'result.json'}")
+    if is_main_process() and not in_sweep:
+        print(f"\nresult: {run_dir / 'result.json'}\n{held_back_note(run_dir / f'{hydra_cfg.job.name}.log')}")
     return objective(result)
 
 

@@ -19,6 +19,8 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from peftlab.errors import ConfigError
+from peftlab.heads import head_modules
+from peftlab.params import in_modules
 from peftlab.quant.loading import loading_arguments, prepare_loaded
 
 log = logging.getLogger("peftlab")
@@ -137,10 +139,39 @@ def load_model(auto_class: type, backbone: DictConfig, quant: DictConfig, **task
         revision=backbone.revision,
         **task_kwargs,
     )
-    model = from_pretrained_or_explain(
-        auto_class.from_pretrained, backbone, revision=backbone.revision, dtype=torch.float32, **quantization, **task_kwargs
+    model, loading = from_pretrained_or_explain(
+        auto_class.from_pretrained, backbone, revision=backbone.revision, dtype=torch.float32, output_loading_info=True,
+        **quantization, **task_kwargs,
     )
+    say_what_loaded(model, loading, backbone)
     return prepare_loaded(model, quant)
+
+
+def say_what_loaded(model: torch.nn.Module, loading: dict[str, Any], backbone: DictConfig) -> None:
+    """transformers' load report (a table of UNEXPECTED and MISSING weights, shown on every run
+    that adds a head) in one line: the new task head and its size, and the checkpoint's weights
+    the task does not use (BERT's pooler under a token classifier). Weights missing outside the
+    head are another matter: the checkpoint does not fit the model class, and the body trains
+    from random values. That is a warning a user must act on."""
+    parameters = dict(model.named_parameters())
+    head = head_modules(model, list(backbone.get("head_in_body") or []))
+    missing = [key for key in loading["missing_keys"] if key in parameters]
+    new_head = [key for key in missing if in_modules(key, head)]
+    missing_in_body = [key for key in missing if not in_modules(key, head)]
+    if missing_in_body:
+        log.warning(
+            "backbone %r: %d weights of the body are not in its checkpoint and start at random (%s): the checkpoint "
+            "does not fit %s. Check backbone.pretrained=%s.",
+            backbone.name, len(missing_in_body), ", ".join(sorted(missing_in_body)[:3]), type(model).__name__,
+            backbone.pretrained,
+        )
+    if not new_head:
+        return
+    modules = sorted({key.rsplit(".", 1)[0] for key in new_head})
+    size = sum(parameters[key].numel() for key in new_head)
+    unused = sorted({key.rsplit(".", 1)[0] for key in loading["unexpected_keys"]})
+    left_out = f"; not used from the checkpoint: {', '.join(unused)}" if unused else ""
+    log.info("new task head: %s (%s params)%s", ", ".join(modules), f"{size:,}", left_out)
 
 
 def load_tokenizer(backbone: DictConfig) -> PreTrainedTokenizerBase:
