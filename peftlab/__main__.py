@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> float | None:
     sweep goes on; alone, a user error ends with one paragraph and exit code 2. A config that
     does not fit its schema (peftlab/config.py) never gets here: Hydra refuses it while it
     composes, with the key, and exit code 1."""
-    from peftlab.console import held_back_note, route_library_messages
+    from peftlab.console import FILE_ONLY, held_back_note, route_library_messages
 
     route_library_messages()
     import torch
@@ -41,9 +41,10 @@ def main(cfg: DictConfig) -> float | None:
     try:
         result = execute(cfg, run_dir, in_sweep)
     except PeftlabError as error:
-        log.error("%s", error)
         if in_sweep:
+            log.error("%s", error)
             return None
+        log.error("%s", error, extra=FILE_ONLY)
         exit_with(error)
     except Exception:
         if not in_sweep:

@@ -25,6 +25,7 @@ from peftlab.quant.loading import loading_arguments, prepare_loaded
 
 log = logging.getLogger("peftlab")
 PACKAGE_SCHEME = "pkg://"
+LOCAL_PATH_STARTS = ("/", "./", "../", "~")  # a hub id (name or namespace/name) starts with none of these
 CACHE_ENV = "PEFTLAB_CACHE"
 
 
@@ -32,7 +33,14 @@ def resolve_pretrained(spec: str) -> str:
     """Turn `backbone.pretrained` into what `from_pretrained` takes: a folder path or a hub id.
 
     `pkg://` is looked up without importing the package (some model packages run code on import).
+    A path that is not there is refused here: `from_pretrained` would take it for a hub id and
+    answer that a repo id must look like 'namespace/repo_name'.
     """
+    if spec.startswith(LOCAL_PATH_STARTS) and not Path(spec).expanduser().exists():
+        raise ConfigError(
+            f"backbone.pretrained={spec!r} does not exist. Point it at a model folder (config.json and the weights), "
+            "a hub id (namespace/name) or pkg://PACKAGE/FOLDER, or pick a backbone that ships, e.g. backbone=minilm."
+        )
     if not spec.startswith(PACKAGE_SCHEME):
         return spec
     package, _, folder = spec[len(PACKAGE_SCHEME) :].partition("/")
@@ -54,6 +62,7 @@ def model_source(backbone: DictConfig) -> str:
     the backbone names a GGUF file, the folder of its cached safetensors conversion."""
     source = resolve_pretrained(backbone.pretrained)
     if backbone.gguf_file is None:
+        _require_model_folder(source, backbone)
         return source
     if importlib.util.find_spec("gguf") is None:
         raise ConfigError(
@@ -68,6 +77,19 @@ def model_source(backbone: DictConfig) -> str:
             "or set backbone.gguf_file=null for a folder of safetensors weights."
         )
     return str(converted_gguf(gguf))
+
+
+def _require_model_folder(source: str, backbone: DictConfig) -> None:
+    """A local source must be a model folder, with its config.json: transformers would
+    otherwise fail on the tokenizer with a traceback about backends. A hub id is left to it."""
+    folder = Path(source).expanduser()
+    if not folder.exists() or (folder / "config.json").is_file():
+        return
+    what = "a folder without config.json" if folder.is_dir() else "a file"
+    raise ConfigError(
+        f"backbone.pretrained={backbone.pretrained!r} is {what}, not a model folder. Point it at the folder that holds "
+        "config.json and the weights (set backbone.gguf_file=NAME for a folder holding a .gguf file)."
+    )
 
 
 def cache_root() -> Path:

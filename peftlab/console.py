@@ -11,7 +11,9 @@ every error. Library messages that are expected on every run go to the run's log
   calling another's deprecated API (peft reading transformers' `is_gradient_checkpointing`) is
   news for their maintainers, not for a user of peftlab.
 
-Everything else a library says stays on the console: an unknown warning may be one to act on."""
+Everything else a library says stays on the console: an unknown warning may be one to act on.
+A record logged with `extra=FILE_ONLY` goes to the file alone: the error a command prints
+itself as its last paragraph would otherwise show twice."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ QUIET_LIBRARIES = ("bitsandbytes",)
 DEPRECATIONS = {"DeprecationWarning", "FutureWarning", "PendingDeprecationWarning"}
 # how `logging.captureWarnings` words a warning: warnings.formatwarning's "file:line: Category: message"
 CAPTURED_WARNING = re.compile(r"(?P<file>.+?):\d+: (?P<category>\w+): ")
+FILE_ONLY = {"console": False}  # logging `extra`: this record is for the log file
 
 
 class KeepLibraryNoiseInTheLog(logging.Filter):
@@ -34,6 +37,8 @@ class KeepLibraryNoiseInTheLog(logging.Filter):
     held_back = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "console", True):
+            return False
         if record.levelno >= logging.ERROR or not _expected_noise(record):
             return True
         type(self).held_back += 1
