@@ -20,10 +20,11 @@ log = logging.getLogger("peftlab")
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """One run. Returns the validation primary metric, the objective a sweeper (Optuna) tunes:
-    never the test metric. In a sweep, a failed run leaves its failed result.json and the
-    sweep goes on; alone, a user error ends with one paragraph and exit code 2. A config that
-    does not fit its schema (peftlab/config.py) never gets here: Hydra refuses it while it
-    composes, with the key, and exit code 1."""
+    never the test metric; a finished run met with resume=true returns its recorded one. In a
+    sweep, a failed run leaves its failed result.json and the sweep goes on; alone, a user error
+    ends with one paragraph and exit code 2. A config that does not fit its schema
+    (peftlab/config.py) never gets here: Hydra refuses it while it composes, with the key, and
+    exit code 1; nor does a run folder that would lose a result (run_folder.CheckRunFolder)."""
     from peftlab.console import FILE_ONLY, held_back_note, route_library_messages
 
     route_library_messages()

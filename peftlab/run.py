@@ -271,7 +271,7 @@ def run(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> Resu
     result.metrics = metrics
     result.history = _history(trainer.state.log_history)
     if resumed is not None:
-        result.notes.append(f"resumed after step {resumed.global_step}: timing covers the resumed part only")
+        result.notes.append(f"resumed after step {resumed.global_step}: timing and memory cover the resumed part only")
     tokens_trained_here = trainer.state.num_input_tokens_seen - (resumed.num_input_tokens_seen if resumed else 0)
     result.timing = Timing(
         train_seconds=train_seconds,
