@@ -257,3 +257,11 @@ def test_a_sweep_rerun_with_resume_skips_finished_jobs_resumes_unfinished_and_st
     assert any("resumed after step" in note for note in resumed.notes)
     assert not any("resumed" in note for note in started.notes)
     assert (sweep_dir / "report.md").exists()
+
+
+def test_save_every_zero_writes_no_resume_checkpoint_and_keep_checkpoints_bounds_them(tiny_config, tmp_path):
+    from peftlab.run import training_arguments
+
+    assert training_arguments(tiny_config("trainer.save_every=0"), tmp_path).save_strategy == "no"
+    arguments = training_arguments(tiny_config("trainer.save_every=7", "trainer.keep_checkpoints=3"), tmp_path)
+    assert (arguments.save_strategy, arguments.save_steps, arguments.save_total_limit) == ("steps", 7, 3)
