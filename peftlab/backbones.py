@@ -25,10 +25,13 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from peftlab.errors import ConfigError
+from peftlab.heads import head_modules
+from peftlab.params import in_modules
 from peftlab.quant.loading import loading_arguments, prepare_loaded
 
 log = logging.getLogger("peftlab")
 PACKAGE_SCHEME = "pkg://"
+LOCAL_PATH_STARTS = ("/", "./", "../", "~")  # a hub id (name or namespace/name) starts with none of these
 CACHE_ENV = "PEFTLAB_CACHE"
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".ckpt"}
 
@@ -37,7 +40,14 @@ def resolve_pretrained(spec: str) -> str:
     """Turn `backbone.pretrained` into what `from_pretrained` takes: a folder path or a hub id.
 
     `pkg://` is looked up without importing the package (some model packages run code on import).
+    A path that is not there is refused here: `from_pretrained` would take it for a hub id and
+    answer that a repo id must look like 'namespace/repo_name'.
     """
+    if spec.startswith(LOCAL_PATH_STARTS) and not Path(spec).expanduser().exists():
+        raise ConfigError(
+            f"backbone.pretrained={spec!r} does not exist. Point it at a model folder (config.json and the weights), "
+            "a hub id (namespace/name) or pkg://PACKAGE/FOLDER, or pick a backbone that ships, e.g. backbone=minilm."
+        )
     if not spec.startswith(PACKAGE_SCHEME):
         return spec
     package, _, folder = spec[len(PACKAGE_SCHEME) :].partition("/")
@@ -82,6 +92,7 @@ def model_source(backbone: DictConfig) -> str:
     the backbone names a GGUF file, the folder of its cached safetensors conversion."""
     source = resolve_pretrained(backbone.pretrained)
     if backbone.gguf_file is None:
+        _require_model_folder(source, backbone)
         return source
     if importlib.util.find_spec("gguf") is None:
         raise ConfigError(
@@ -96,6 +107,19 @@ def model_source(backbone: DictConfig) -> str:
             "or set backbone.gguf_file=null for a folder of safetensors weights."
         )
     return str(converted_gguf(gguf))
+
+
+def _require_model_folder(source: str, backbone: DictConfig) -> None:
+    """A local source must be a model folder, with its config.json: transformers would
+    otherwise fail on the tokenizer with a traceback about backends. A hub id is left to it."""
+    folder = Path(source).expanduser()
+    if not folder.exists() or (folder / "config.json").is_file():
+        return
+    what = "a folder without config.json" if folder.is_dir() else "a file"
+    raise ConfigError(
+        f"backbone.pretrained={backbone.pretrained!r} is {what}, not a model folder. Point it at the folder that holds "
+        "config.json and the weights (set backbone.gguf_file=NAME for a folder holding a .gguf file)."
+    )
 
 
 def cache_root() -> Path:
@@ -167,16 +191,45 @@ def load_model(auto_class: type, backbone: DictConfig, quant: DictConfig, **task
         revision=backbone.revision,
         **task_kwargs,
     )
-    model = from_pretrained_or_explain(
+    model, loading = from_pretrained_or_explain(
         auto_class.from_pretrained,
         backbone,
         revision=backbone.revision,
         dtype=torch.float32,
         use_safetensors=True,
+        output_loading_info=True,
         **quantization,
         **task_kwargs,
     )
+    say_what_loaded(model, loading, backbone)
     return prepare_loaded(model, quant)
+
+
+def say_what_loaded(model: torch.nn.Module, loading: dict[str, Any], backbone: DictConfig) -> None:
+    """transformers' load report (a table of UNEXPECTED and MISSING weights, shown on every run
+    that adds a head) in one line: the new task head and its size, and the checkpoint's weights
+    the task does not use (BERT's pooler under a token classifier). Weights missing outside the
+    head are another matter: the checkpoint does not fit the model class, and the body trains
+    from random values. That is a warning a user must act on."""
+    parameters = dict(model.named_parameters())
+    head = head_modules(model, list(backbone.get("head_in_body") or []))
+    missing = [key for key in loading["missing_keys"] if key in parameters]
+    new_head = [key for key in missing if in_modules(key, head)]
+    missing_in_body = [key for key in missing if not in_modules(key, head)]
+    if missing_in_body:
+        log.warning(
+            "backbone %r: %d weights of the body are not in its checkpoint and start at random (%s): the checkpoint "
+            "does not fit %s. Check backbone.pretrained=%s.",
+            backbone.name, len(missing_in_body), ", ".join(sorted(missing_in_body)[:3]), type(model).__name__,
+            backbone.pretrained,
+        )
+    if not new_head:
+        return
+    modules = sorted({key.rsplit(".", 1)[0] for key in new_head})
+    size = sum(parameters[key].numel() for key in new_head)
+    unused = sorted({key.rsplit(".", 1)[0] for key in loading["unexpected_keys"]})
+    left_out = f"; not used from the checkpoint: {', '.join(unused)}" if unused else ""
+    log.info("new task head: %s (%s params)%s", ", ".join(modules), f"{size:,}", left_out)
 
 
 def load_tokenizer(backbone: DictConfig) -> PreTrainedTokenizerBase:

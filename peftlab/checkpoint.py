@@ -66,10 +66,14 @@ def load_adapter(model: PeftModel, directory: Path, adapter_name: str = "default
 def save_trainable(model: torch.nn.Module, directory: Path) -> int:
     """peftlab's format: every tensor that trains, under its name in `model`; returns the bytes written."""
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
-    save_file(tensors, directory / TRAINABLE_FILE)
+    save_file(trainable_tensors(model), directory / TRAINABLE_FILE)
     save_model_config(model, directory)
     return _bytes_in(directory)
+
+
+def trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor that trains, by its name in `model`, ready to save."""
+    return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def load_trainable(model: torch.nn.Module, directory: Path) -> None:

@@ -83,6 +83,8 @@ class TrainerConfig:
     threads: int | None = MISSING
     select_best: bool = MISSING  # keep the checkpoint with the best validation score, not the last
     early_stopping_patience: int | None = minimum(1)  # evaluations without improvement; None = off
+    save_every: int = minimum(0)  # 0 = no resume checkpoints
+    keep_checkpoints: int = minimum(1)
     extra: dict[str, Any] = MISSING
 
 
@@ -149,6 +151,7 @@ class DataSource:
     path: str | None = MISSING
     hub_id: str | None = MISSING
     hub_config: str | None = MISSING
+    encoding: str = MISSING  # of local text files; a codec name Python knows
 
 
 @dataclass
@@ -279,6 +282,8 @@ class PeftlabConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = MISSING
     protocol: ProtocolConfig | None = None
+    resume: bool = MISSING
+    overwrite: bool = MISSING
 
 
 def register() -> None:

@@ -1,6 +1,11 @@
 """Errors a user can fix. The entry point prints them as one paragraph and exits non-zero,
 without a traceback; anything else that escapes is a bug in peftlab and keeps its traceback."""
 
+import sys
+from typing import NoReturn
+
+USER_ERROR_EXIT_CODE = 2  # argparse's, for a command the user can fix
+
 
 class PeftlabError(Exception):
     """Base class: the message names the problem and the fix (config key, file and line)."""
@@ -26,3 +31,9 @@ class Unsupported(PeftlabError):
 
 class ProtocolError(PeftlabError):
     """A comparison protocol that cannot run as given, or a step of it that failed (protocol.py)."""
+
+
+def exit_with(error: PeftlabError) -> NoReturn:
+    """End the command on a user error: its paragraph on stderr, exit code 2."""
+    print(f"\npeftlab: error: {error}", file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT_CODE)

@@ -16,6 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from peftlab import atomic
+
 RESULT_FILE = "result.json"
 TRACKED_PACKAGES = ("peftlab", "torch", "transformers", "peft", "datasets", "hydra-core", "seqeval")
 
@@ -99,9 +101,9 @@ class Result:
     notes: list[str] = field(default_factory=list)  # what a reader must know, e.g. no test split
 
     def write(self, run_dir: Path) -> Path:
-        path = Path(run_dir) / RESULT_FILE
-        path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
-        return path
+        """Atomically: a run killed while writing leaves the previous result.json or none, never
+        a truncated one that the report would have to skip."""
+        return atomic.write_text(Path(run_dir) / RESULT_FILE, json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

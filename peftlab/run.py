@@ -16,20 +16,28 @@ import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel
+from safetensors.torch import load_file, save_file
 from torch.utils.data import Sampler, SequentialSampler
 from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, Trainer, TrainerState, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.utils import SAFE_WEIGHTS_NAME
 
+from peftlab import atomic
 from peftlab.backbones import base_reference, load_tokenizer, model_source
+from peftlab.checkpoint import trainable_tensors
 from peftlab.config import check_config, choose_on_validation, resolved
 from peftlab.data.sources import dataset_identity
 from peftlab.errors import ConfigError, PeftlabError
+from peftlab.guards import StopOnNonFiniteLoss
 from peftlab.measure import model_bytes, peak_memory, reset_peak_memory
 from peftlab.methods import AppliedMethod, MethodContext, apply_method
 from peftlab.params import count_base, count_trainable, in_modules
 from peftlab.quant.loading import require_float_head
 from peftlab.quant.options import check_quantization
 from peftlab.result import Checkpoint, Memory, ParamCount, Result, Selection, Timing, git_sha, package_versions
+from peftlab.run_folder import (
+    CHECKPOINT_DIR, TRAINER_DIR, TRAINER_STATE, begin, check_writable, plan_start, remove_resume_checkpoints,
+)
 from peftlab.tasks import Task, build_task
 
 log = logging.getLogger("peftlab")
@@ -37,13 +45,22 @@ RUNTIME_KEYS = ("runtime", "samples_per_second", "steps_per_second")
 EVALUATED_SPLITS = ("validation", "test")
 
 
-def execute(cfg: DictConfig, run_dir: Path) -> Result:
-    """Run and always leave a result.json behind: `ok`, or `failed` with the error; only a
-    config that does not resolve has no run to record. Under torchrun/accelerate every process
-    trains; only the first writes."""
+def execute(cfg: DictConfig, run_dir: Path, in_sweep: bool = False) -> Result:
+    """Run and leave a result.json behind: `ok`, or `failed` with the error. What is refused
+    before the run begins writes none, so nothing in the folder is lost: a config that does not
+    resolve, a folder that cannot be written, one whose finished run would be overwritten, a
+    resume with nothing to resume (`run_folder.plan_start`). A finished run met with resume=true
+    is returned as it is. Under torchrun/accelerate every process trains; only the first writes."""
     resolved(cfg)
+    check_writable(run_dir)
+    start = plan_start(run_dir, cfg.resume, cfg.overwrite, in_sweep)
+    if start.finished is not None:
+        log.info("%s holds this run finished already: nothing to do (overwrite=true runs it again)", run_dir)
+        return start.finished
+    if is_main_process():
+        begin(run_dir, start)
     try:
-        result = run(cfg, run_dir)
+        result = run(cfg, run_dir, start.checkpoint)
     except Exception as error:
         message = str(error) if isinstance(error, PeftlabError) else traceback.format_exc()
         if is_main_process():
@@ -51,6 +68,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> Result:
         raise
     if is_main_process():
         result.write(run_dir)
+        remove_resume_checkpoints(run_dir)
     return result
 
 
@@ -114,8 +132,24 @@ def method_context(cfg: DictConfig, task: Task, model: torch.nn.Module, head: li
     )
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' LengthGroupedSampler, drawing epoch e's order from `seed + e`. Trainer
+    builds it without a generator, so each epoch's order comes from the global RNG at the moment
+    the epoch starts; a run resumed mid-epoch starts that epoch with another RNG state (Trainer
+    restores the saved one only after skipping the batches already trained) and would train the
+    rest of the epoch on other batches. Trainer calls `set_epoch` before every epoch, on resume too."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
+
 class PeftlabTrainer(Trainer):
-    """transformers' Trainer with the two changes peftlab needs, both here.
+    """transformers' Trainer with the four changes peftlab needs, all here.
 
     Evaluation reads a split in the order it is given. With
     `train_sampling_strategy="group_by_length"`, transformers 5.23 also groups evaluation
@@ -132,7 +166,19 @@ class PeftlabTrainer(Trainer):
     wrong; what it guards against is refused here instead: a model of which nothing trains. That
     check reads the flag transformers' quantizer sets on the model it loads (`is_quantized`),
     which nothing else in `Trainer.__init__` reads, so the flag is lowered while Trainer is built
-    and raised again before it returns. Peft models and float bases go through Trainer's own check."""
+    and raised again before it returns. Peft models and float bases go through Trainer's own check.
+
+    A resume checkpoint holds what trains, not the whole model. For a peft model Trainer already
+    does so (`save_pretrained` writes the adapter and the head); for peftlab's own methods it
+    would write every weight of the base (90 MB for MiniLM, per checkpoint, for a head of a few
+    kB). `_save` writes their trainable tensors alone, in `model.safetensors` where Trainer's
+    best-model loader looks, and `_load_from_checkpoint` puts them back, refusing a checkpoint
+    that lacks one of them. Sharded trainers (FSDP, DeepSpeed) hand `_save` the weights they
+    gathered and keep Trainer's own saving.
+
+    Training batches grouped by length come in an order seeded per epoch
+    (`EpochSeededLengthGroupedSampler`), so that a resumed run trains on the batches the
+    uninterrupted run would have."""
 
     def __init__(self, model: torch.nn.Module, **kwargs: Any) -> None:
         if isinstance(model, PeftModel) or not getattr(model, "is_quantized", False):
@@ -149,9 +195,42 @@ class PeftlabTrainer(Trainer):
     def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
+    def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
+        sampler = super()._get_train_sampler(train_dataset)
+        if not isinstance(sampler, LengthGroupedSampler):
+            return sampler
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if isinstance(self.model, PeftModel) or state_dict is not None:
+            super()._save(output_dir, state_dict)
+            return
+        if not self.args.should_save:
+            return
+        directory = Path(output_dir or self.args.output_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(trainable_tensors(self.model), directory / SAFE_WEIGHTS_NAME, metadata={"format": "pt"})
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        model = model or self.model
+        if isinstance(model, PeftModel):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        saved = load_file(Path(resume_from_checkpoint) / SAFE_WEIGHTS_NAME)
+        unexpected = model.load_state_dict(saved, strict=False).unexpected_keys
+        missing = [name for name in trainable_tensors(model) if name not in saved]
+        if unexpected or missing:
+            raise ConfigError(
+                f"the checkpoint {resume_from_checkpoint} does not fit this run's model (weights it lacks: "
+                f"{sorted(missing)[:3]}; weights the model lacks: {sorted(unexpected)[:3]}): it was saved by another "
+                "method, task or backbone. Resume with the command that started the run, or add overwrite=true."
+            )
+
 
 def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Trainer:
     patience = cfg.trainer.early_stopping_patience
+    stop_early = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience is not None else []
     return PeftlabTrainer(
         model=prepared.model,
         args=training_arguments(cfg, output_dir, selection_metric(prepared.task)),
@@ -160,7 +239,7 @@ def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Train
         data_collator=prepared.task.collator(prepared.tokenizer, prepared.method.input_layout),
         compute_metrics=prepared.task.compute_metrics,
         preprocess_logits_for_metrics=prepared.task.logits_to_predictions,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if patience is not None else None,
+        callbacks=[StopOnNonFiniteLoss(), *stop_early],
     )
 
 
@@ -171,20 +250,28 @@ def selection_metric(task: Task) -> str:
     return task.primary_metric if task.compute_metrics is not None else "loss"
 
 
-def run(cfg: DictConfig, run_dir: Path) -> Result:
+def run(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> Result:
+    """The run in `run_dir`, from the beginning or continued from the resume checkpoint
+    `resume_from`: Trainer restores what trains, the optimizer, the scheduler, the RNG states and
+    the position in the data, so the run ends as it would have without the interruption."""
     reset_peak_memory()
     prepared = prepare(cfg)
-    trainer = make_trainer(cfg, prepared, run_dir / "trainer")
-    trained = trainer.train()
+    trainer = make_trainer(cfg, prepared, run_dir / TRAINER_DIR)
+    resumed = None if resume_from is None else TrainerState.load_from_json(str(resume_from / TRAINER_STATE))
+    if resumed is not None:
+        log.info("resuming after step %d from %s", resumed.global_step, resume_from)
+    trained = trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
     selection = _selection(cfg.trainer, trainer.state, selection_metric(prepared.task))
-    _remove_trainer_checkpoints(Path(trainer.args.output_dir))
     evaluated = {
         split: prepared.task.evaluate(trainer, evaluation_order(cfg.trainer, prepared.encoded[split]), split)
         for split in EVALUATED_SPLITS
         if split in prepared.encoded
     }
-    checkpoint_dir = run_dir / "checkpoint"
-    checkpoint_bytes = prepared.method.save(checkpoint_dir, base_reference(cfg.backbone)) if is_main_process() else 0
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    checkpoint_bytes = 0
+    if is_main_process():
+        with atomic.folder(checkpoint_dir) as staging:
+            checkpoint_bytes = prepared.method.save(staging, base_reference(cfg.backbone))
 
     primary = prepared.task.primary_metric
     metrics = {split: _strip(values, split, RUNTIME_KEYS) for split, values in evaluated.items()}
@@ -199,10 +286,13 @@ def run(cfg: DictConfig, run_dir: Path) -> Result:
     result.primary_metric = primary
     result.metrics = metrics
     result.history = _history(trainer.state.log_history)
+    if resumed is not None:
+        result.notes.append(f"resumed after step {resumed.global_step}: timing and memory cover the resumed part only")
+    tokens_trained_here = trainer.state.num_input_tokens_seen - (resumed.num_input_tokens_seen if resumed else 0)
     result.timing = Timing(
         train_seconds=train_seconds,
         train_samples_per_second=trained.metrics["train_samples_per_second"],
-        train_tokens_per_second=trainer.state.num_input_tokens_seen / train_seconds,
+        train_tokens_per_second=tokens_trained_here / train_seconds,
         eval_seconds=sum(values[f"{split}_runtime"] for split, values in evaluated.items()),
         torch_threads=torch.get_num_threads(),
     )
@@ -230,9 +320,11 @@ def evaluation_order(trainer: DictConfig, dataset: Any) -> Any:
 
 
 def training_arguments(cfg: DictConfig, output_dir: Path, selection_metric: str | None = None) -> TrainingArguments:
-    """`cfg.trainer` as TrainingArguments. Checkpoints are ours to save (the method saves them in
-    its own format), so Trainer saves none, except the working ones that model selection on
-    validation needs (`_selection_arguments`), scored by `selection_metric`.
+    """`cfg.trainer` as TrainingArguments. Trainer saves resume checkpoints every
+    `trainer.save_every` steps into `output_dir`, the newest `trainer.keep_checkpoints` kept; the
+    trained weights of the finished run are the method's to save (`AppliedMethod.save`). Model
+    selection on validation (`_selection_arguments`, scored by `selection_metric`) saves at every
+    evaluation instead.
 
     `group_by_length` picks transformers' LengthGroupedSampler: random mega-batches of up to 50
     batches, each sorted by length and cut into batches, so that a batch holds sentences of
@@ -258,7 +350,9 @@ def training_arguments(cfg: DictConfig, output_dir: Path, selection_metric: str 
         logging_steps=trainer.logging_steps,
         activation_checkpointing=trainer.gradient_checkpointing,
         disable_tqdm=not trainer.progress_bar,
-        save_strategy="no",
+        save_strategy="steps" if trainer.save_every > 0 else "no",
+        save_steps=trainer.save_every or None,
+        save_total_limit=trainer.keep_checkpoints,
         report_to="none",
         label_names=["labels"],
         remove_unused_columns=False,  # encode() already keeps exactly the model inputs
@@ -275,16 +369,18 @@ def training_arguments(cfg: DictConfig, output_dir: Path, selection_metric: str 
 
 
 def _selection_arguments(trainer: DictConfig, metric: str) -> dict[str, Any]:
-    """Follow the validation score during training. Trainer writes a checkpoint only when the
-    score improves (save strategy "best": no write at an evaluation that does not, which
-    matters for full fine-tuning) and keeps one; with `trainer.select_best` it loads that one back
-    when training ends, so validation and test are scored on it. Early stopping
-    (`EarlyStoppingCallback`) counts evaluations since the best, which Trainer tracks the same way."""
+    """Follow the validation score during training. Trainer saves a checkpoint at every
+    evaluation, keeps the newest `trainer.keep_checkpoints` for resuming plus the best one, and
+    with `trainer.select_best` loads the best back when training ends, so validation and test are
+    scored on it. (Saving only on improvement, save strategy "best", would write less for full
+    fine-tuning, but a run resumed from the best checkpoint would retrain from the wrong step.)
+    Early stopping (`EarlyStoppingCallback`) counts evaluations since the best, which Trainer
+    tracks the same way."""
     return dict(
         metric_for_best_model=metric,
         greater_is_better=not metric.endswith("loss"),
-        save_strategy="best",
-        save_total_limit=1,
+        save_strategy=trainer.eval_strategy,
+        save_steps=trainer.eval_steps,
         load_best_model_at_end=trainer.select_best,
     )
 
@@ -321,12 +417,6 @@ def _restored_checkpoint_notes(selection: Selection | None, validation: dict[str
         "restored, and the scores may be the last step's"
     ]
 
-
-def _remove_trainer_checkpoints(output_dir: Path) -> None:
-    """Trainer's working checkpoints (optimizer state included: three times the model for full
-    fine-tuning) are of no use once training ended: the run saves the weights it scored itself."""
-    for checkpoint in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-        shutil.rmtree(checkpoint)
 
 
 def _check_something_trains(cfg: DictConfig, params: ParamCount) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from peftlab.data.conll import read_conll, read_conll_dir
 from peftlab.data.splits import find_split_files
-from peftlab.errors import DataError
+from peftlab.errors import ConfigError, DataError
 from tests.conftest import shared_data
 
 ANY_SUFFIX: tuple[str, ...] = ()
@@ -114,8 +114,29 @@ def test_empty_token_column_is_refused(tmp_path):
 def test_file_that_is_not_utf8_names_its_line(tmp_path):
     path = tmp_path / "train.txt"
     path.write_bytes(b"anna B-PER\n\nM\xfcnchen B-LOC\n")
-    with pytest.raises(DataError, match=r"train\.txt:3: not valid UTF-8"):
+    with pytest.raises(DataError, match=r"train\.txt:3: not valid UTF-8") as raised:
         read_conll(path)
+    assert "task.data.encoding=latin-1" in str(raised.value)
+
+
+def test_a_latin1_file_reads_with_task_data_encoding(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_bytes("anna B-PER\n\nM\u00fcnchen B-LOC\n".encode("latin-1"))
+    assert read_conll(path, encoding="latin-1")[1]["tokens"] == ["M\u00fcnchen"]
+
+
+def test_utf16_with_its_bom_reads_and_crlf_ends_lines(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_bytes("anna B-PER\r\n\r\nM\u00fcnchen B-LOC\r\n".encode("utf-16"))
+    assert read_conll(path, encoding="utf-16") == [
+        {"tokens": ["anna"], "tags": ["B-PER"]}, {"tokens": ["M\u00fcnchen"], "tags": ["B-LOC"]},
+    ]
+
+
+def test_an_encoding_python_does_not_know_names_the_key(tmp_path):
+    path = write(tmp_path / "train.txt", "anna B-PER\n")
+    with pytest.raises(ConfigError, match=r"task\.data\.encoding='utf9' is not an encoding"):
+        read_conll(path, encoding="utf9")
 
 
 def test_empty_split_file_is_refused_by_name(tmp_path):

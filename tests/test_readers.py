@@ -173,6 +173,21 @@ def test_jsonl_line_missing_a_key_is_named_by_line(tmp_path):
     assert f"{path}:3" in message and "task.data.columns.text='text'" in message and "['txt', 'label']" in message
 
 
+@pytest.mark.parametrize("data_format, name", [("csv", "train.csv"), ("jsonl", "train.jsonl"), ("label_text", "train.txt")])
+def test_task_data_encoding_reaches_every_reader_of_a_folder(tmp_path, data_format, name):
+    from peftlab.data.sources import load_splits
+
+    text = {
+        "csv": "text,label\ncaf\u00e9 cr\u00e8me,1\n", "jsonl": '{"text": "caf\u00e9 cr\u00e8me", "label": 1}\n',
+        "label_text": "1 caf\u00e9 cr\u00e8me\n",
+    }[data_format]
+    (tmp_path / name).write_bytes(text.encode("cp1252"))
+    data = compose_config(["task=classification", f"task.data.path={tmp_path}", f"task.data.format={data_format}"]).task.data
+    assert "not valid UTF-8" in raised(load_splits, data)
+    data.encoding = "cp1252"
+    assert load_splits(data)["train"][0]["text"] == "caf\u00e9 cr\u00e8me"
+
+
 def test_generic_mapping_carries_whatever_keys_a_task_kind_names():
     table = Table("memory", [{"question": "2+2?", "answer": "4"}], ["question", "answer"])
     assert select_columns(table, {"prompt": "question", "completion": "answer"}) == [{"prompt": "2+2?", "completion": "4"}]

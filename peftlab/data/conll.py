@@ -7,10 +7,11 @@ line ends and U+FEFF (a BOM at the start, or stray ones inside concatenated file
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 from peftlab.data.splits import read_split_files
-from peftlab.data.text import read_lines
+from peftlab.data.text import DEFAULT_ENCODING, read_lines
 from peftlab.errors import DataError
 
 CONLL_EXTENSIONS = (".txt", ".conll", ".tsv", ".iob", ".bio", ".iob2")
@@ -25,14 +26,14 @@ EXPECTED_LINE = (
 Sentence = dict[str, list[str]]
 
 
-def read_conll(path: str | Path) -> list[Sentence]:
+def read_conll(path: str | Path, encoding: str = DEFAULT_ENCODING) -> list[Sentence]:
     """[{"tokens": [...], "tags": [...]}, ...] in file order. Tags are kept as written (an I-X
     after O is not repaired: strict IOB2 scoring decides what it means)."""
     path = Path(path)
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
-    for number, line in enumerate(read_lines(path), start=1):
+    for number, line in enumerate(read_lines(path, encoding), start=1):
         columns = _columns(line)
         if not columns or columns[0] == DOCUMENT_START:
             if tokens:
@@ -48,9 +49,9 @@ def read_conll(path: str | Path) -> list[Sentence]:
     return sentences
 
 
-def read_conll_dir(directory: str | Path) -> dict[str, list[Sentence]]:
+def read_conll_dir(directory: str | Path, encoding: str = DEFAULT_ENCODING) -> dict[str, list[Sentence]]:
     """Every split whose file is in the folder (named as `find_split_files` recognises)."""
-    return read_split_files(directory, CONLL_EXTENSIONS, read_conll, "sentences", EXPECTED_LINE)
+    return read_split_files(directory, CONLL_EXTENSIONS, partial(read_conll, encoding=encoding), "sentences", EXPECTED_LINE)
 
 
 def _columns(line: str) -> list[str]:

@@ -6,11 +6,12 @@ stays an integer until the task reads it)."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 from peftlab.data.columns import Table
 from peftlab.data.splits import read_split_files
-from peftlab.data.text import read_lines
+from peftlab.data.text import DEFAULT_ENCODING, read_lines
 from peftlab.errors import DataError
 
 JSONL_EXTENSIONS = (".jsonl",)
@@ -18,10 +19,10 @@ EXPECTED_LINE = 'each line needs one JSON object, e.g. {"text": "a moving film",
 JSON_TYPE_NAMES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
 
 
-def read_jsonl(path: str | Path) -> Table:
+def read_jsonl(path: str | Path, encoding: str = DEFAULT_ENCODING) -> Table:
     path = Path(path)
     rows, lines = [], []
-    for number, line in enumerate(read_lines(path), start=1):
+    for number, line in enumerate(read_lines(path, encoding), start=1):
         if not line.strip():
             continue
         try:
@@ -35,8 +36,8 @@ def read_jsonl(path: str | Path) -> Table:
     return Table(origin=str(path), rows=rows, columns=None, lines=lines)
 
 
-def read_jsonl_dir(directory: str | Path) -> dict[str, Table]:
-    return read_split_files(directory, JSONL_EXTENSIONS, read_jsonl, "JSON objects", EXPECTED_LINE)
+def read_jsonl_dir(directory: str | Path, encoding: str = DEFAULT_ENCODING) -> dict[str, Table]:
+    return read_split_files(directory, JSONL_EXTENSIONS, partial(read_jsonl, encoding=encoding), "JSON objects", EXPECTED_LINE)
 
 
 def _line_error(path: Path, number: int, problem: str) -> DataError:

@@ -30,7 +30,7 @@ Splits = dict[str, list[Example]]
 
 @dataclass(frozen=True)
 class LocalFormat:
-    read_dir: Callable[[Path], dict[str, Any]]
+    read_dir: Callable[..., dict[str, Any]]  # (folder, encoding=task.data.encoding)
     extensions: tuple[str, ...]  # of the split files `read_dir` reads: exactly those are fingerprinted
     named_columns: bool  # rows keyed by the file's own column names, mapped through task.data.columns
 
@@ -142,7 +142,7 @@ def _read_local(data: DictConfig) -> Splits:
             f"known formats: {sorted(LOCAL_FORMATS)}."
         )
     local_format = LOCAL_FORMATS[data.format]
-    splits = local_format.read_dir(Path(data.path))
+    splits = local_format.read_dir(Path(data.path), encoding=data.encoding)
     if local_format.named_columns:
         return {split: select_columns(table, data.columns) for split, table in splits.items()}
     return splits

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
+from functools import partial
 from pathlib import Path
 
 from peftlab.data.columns import Table
 from peftlab.data.splits import read_split_files
-from peftlab.data.text import read_text
+from peftlab.data.text import DEFAULT_ENCODING, read_text
 from peftlab.errors import DataError
 
 CSV_EXTENSIONS = (".csv",)
@@ -31,25 +32,28 @@ TSV_EXPECTED = (
 )
 
 
-def read_csv(path: str | Path) -> Table:
-    return _read(Path(path), delimiter=",", quoting=csv.QUOTE_MINIMAL, expected=CSV_EXPECTED)
+def read_csv(path: str | Path, encoding: str = DEFAULT_ENCODING) -> Table:
+    return _read(Path(path), encoding, delimiter=",", quoting=csv.QUOTE_MINIMAL, expected=CSV_EXPECTED)
 
 
-def read_tsv(path: str | Path) -> Table:
-    return _read(Path(path), delimiter="\t", quoting=csv.QUOTE_NONE, expected=TSV_EXPECTED)
+def read_tsv(path: str | Path, encoding: str = DEFAULT_ENCODING) -> Table:
+    return _read(Path(path), encoding, delimiter="\t", quoting=csv.QUOTE_NONE, expected=TSV_EXPECTED)
 
 
-def read_csv_dir(directory: str | Path) -> dict[str, Table]:
-    return read_split_files(directory, CSV_EXTENSIONS, read_csv, "rows below the header", CSV_EXPECTED)
+def read_csv_dir(directory: str | Path, encoding: str = DEFAULT_ENCODING) -> dict[str, Table]:
+    read = partial(read_csv, encoding=encoding)
+    return read_split_files(directory, CSV_EXTENSIONS, read, "rows below the header", CSV_EXPECTED)
 
 
-def read_tsv_dir(directory: str | Path) -> dict[str, Table]:
-    return read_split_files(directory, TSV_EXTENSIONS, read_tsv, "rows below the header", TSV_EXPECTED)
+def read_tsv_dir(directory: str | Path, encoding: str = DEFAULT_ENCODING) -> dict[str, Table]:
+    read = partial(read_tsv, encoding=encoding)
+    return read_split_files(directory, TSV_EXTENSIONS, read, "rows below the header", TSV_EXPECTED)
 
 
-def _read(path: Path, delimiter: str, quoting: int, expected: str) -> Table:
+def _read(path: Path, encoding: str, delimiter: str, quoting: int, expected: str) -> Table:
     """The header, then every non-blank row as {column: field} with the line it starts on."""
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    text = io.StringIO(read_text(path, encoding), newline="")
+    reader = csv.reader(text, delimiter=delimiter, quoting=quoting, strict=True)
     header: list[str] | None = None
     rows, lines = [], []
     while True:
