@@ -91,3 +91,8 @@ def write_runs(folder: Path, runs: list[dict]) -> Path:
         run_dir.mkdir(parents=True)
         (run_dir / "result.json").write_text(json.dumps(run, indent=2))
     return folder
+
+
+def read_results(folder: Path) -> list[dict]:
+    """Every result.json under a run or sweep folder, in path order."""
+    return [json.loads(path.read_text()) for path in sorted(folder.rglob("result.json"))]

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from peftlab.console import PEFTLAB_SOURCE, KeepLibraryNoiseInTheLog
 from peftlab.run import prepare
-from tests.test_cli import ROOT, peftlab
+from tests.helpers import ROOT, peftlab
 
 SITE_PACKAGES = "/venv/lib/python3.11/site-packages"
 

@@ -16,7 +16,7 @@ from peftlab.config import check_config, config_dir
 from peftlab.errors import ProtocolError
 from peftlab.protocol import main, tune_learning_rate
 from tests.conftest import compose_config
-from tests.test_sweep import results
+from tests.helpers import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL_EXPERIMENTS = sorted(path.stem for path in (Path(config_dir()) / "experiment").glob("*_protocol.yaml"))
@@ -64,10 +64,10 @@ def test_a_protocol_tunes_each_method_on_validation_runs_the_seeds_and_resumes(t
     summary = json.loads((out / "protocol.json").read_text())
     default_lr = {"lora": 5e-4, "bitfit": 1e-3}  # conf/method/*.yaml: one trial, at factor 1
     for method, lr in default_lr.items():
-        trials = results(out / "search" / method)
+        trials = read_results(out / "search" / method)
         assert len(trials) == 1 and trials[0]["config"]["trainer"]["max_steps"] == TRIAL_STEPS
         assert trials[0]["config"]["trainer"]["lr"] == lr and trials[0]["status"] == "ok"
-        runs = results(out / "runs" / method)
+        runs = read_results(out / "runs" / method)
         assert sorted(run["seed"] for run in runs) == [0, 1]
         assert all(run["status"] == "ok" and run["config"]["trainer"]["lr"] == lr for run in runs)
         assert all(run["config"]["trainer"]["max_steps"] == FINAL_STEPS for run in runs)

@@ -13,7 +13,7 @@ import yaml
 from peftlab.__main__ import objective
 from peftlab.result import Result
 from peftlab.sweep import threads_per_job
-from tests.helpers import peftlab
+from tests.helpers import peftlab, read_results
 
 
 def tiny_sweep(tiny_backbone: Path, tiny_ner_dir: Path, sweep_dir: Path, *overrides: str):
@@ -22,10 +22,6 @@ def tiny_sweep(tiny_backbone: Path, tiny_ner_dir: Path, sweep_dir: Path, *overri
         "trainer=smoke", "task.max_length=32", "+trainer.extra.use_cpu=true", f"hydra.sweep.dir={sweep_dir}",
         *overrides, cwd=sweep_dir.parent,
     )
-
-
-def results(sweep_dir: Path) -> list[dict]:
-    return [json.loads(path.read_text()) for path in sorted(sweep_dir.rglob("result.json"))]
 
 
 @pytest.mark.parametrize(
@@ -41,7 +37,7 @@ def test_a_sweep_records_failed_runs_and_goes_on(tiny_backbone, tiny_ner_dir, tm
     sweep_dir = tmp_path / "sweep"
     completed = tiny_sweep(tiny_backbone, tiny_ner_dir, sweep_dir, "method=head_only,lora", "trainer.lr=0.01,-1")
     assert completed.returncode == 0, completed.stderr
-    runs = results(sweep_dir)
+    runs = read_results(sweep_dir)
     assert len(runs) == 4
     failed = [run for run in runs if run["status"] == "failed"]
     assert sorted(run["method"] for run in failed) == ["head_only", "lora"]
@@ -61,7 +57,7 @@ def test_joblib_runs_jobs_in_parallel_with_the_cores_shared(tiny_backbone, tiny_
         "method=head_only,bitfit",
     )
     assert completed.returncode == 0, completed.stderr
-    runs = results(sweep_dir)
+    runs = read_results(sweep_dir)
     assert sorted(run["method"] for run in runs) == ["bitfit", "head_only"]
     assert all(run["status"] == "ok" for run in runs)
     expected_threads = max(1, (os.cpu_count() or 1) // min(2, os.cpu_count() or 1))
@@ -75,7 +71,7 @@ def test_learning_rate_search_optimises_the_validation_metric(tiny_backbone, tin
         tiny_backbone, tiny_ner_dir, sweep_dir, "hparams_search=lr", "hydra.sweeper.n_trials=3", "method=head_only",
     )
     assert completed.returncode == 0, completed.stderr
-    runs = results(sweep_dir)
+    runs = read_results(sweep_dir)
     assert len(runs) == 3 and len({run["config"]["trainer"]["lr"] for run in runs}) == 3
     assert all(1e-5 <= run["config"]["trainer"]["lr"] <= 1e-1 for run in runs)
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
