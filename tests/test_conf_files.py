@@ -47,9 +47,12 @@ def test_every_conf_file_composes_resolves_and_names_itself(group, name):
 
 
 def sweep_values(experiment: str) -> dict[str, list[str]]:
-    """hydra.sweeper.params of an experiment: each key and the values it sweeps."""
+    """hydra.sweeper.params of an experiment: each key and the values it sweeps; for a protocol
+    experiment (`python -m peftlab.protocol`), the methods and seeds it runs."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    if cfg.get("protocol") is not None:
+        return {"method": list(cfg.protocol.methods), "seed": [str(seed) for seed in cfg.protocol.seeds]}
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     overrides = OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
     return {
