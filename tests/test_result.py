@@ -1,8 +1,10 @@
 """result.json keeps its shape: the report, the benchmarks and users' own scripts read it, so
 a tiny run must write exactly the keys, in the order and with the value types, that runs wrote
 before the measured sections became typed records (recorded from commit 9da73cd), plus what
-model selection on validation added since (the `selection` record and its trainer keys) and
-`config.protocol` (null: a run records no protocol, protocol.json does). The method's own
+model selection on validation added since (the `selection` record and its trainer keys),
+`config.protocol` (null: a run records no protocol, protocol.json does), the resume keys
+(`resume`, `overwrite`, `trainer.save_every`, `trainer.keep_checkpoints`), the data file
+encoding and the backbone's `hub_id` and `trust_remote_code`. The method's own
 settings (`config.method`) are left out: they are the method file's, not this schema's."""
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ SHAPE_OF_A_TINY_RUN = {
     "selection": {"metric": "str", "best_step": "int", "best_value": "float", "selected_step": "int", "last_step": "int",
                   "budget_steps": "int", "early_stopped": "bool"},
     "config": {
-        "backbone": {"name": "str", "pretrained": "str", "gguf_file": "NoneType", "revision": "NoneType",
-                     "tokenizer_kwargs": {}, "slots": {slot: "str" for slot in (
+        "backbone": {"name": "str", "pretrained": "str", "hub_id": "str", "gguf_file": "NoneType", "revision": "NoneType",
+                     "trust_remote_code": "bool", "tokenizer_kwargs": {}, "slots": {slot: "str" for slot in (
                          "attn_q", "attn_k", "attn_v", "attn_out", "ffn_in", "ffn_out", "attn_norm", "ffn_norm")},
                      "head_in_body": ["str"]},
         "task": {"name": "str", "kind": "str",
-                 "data": {"format": "str", "path": "str", "hub_id": "str", "hub_config": "NoneType",
+                 "data": {"format": "str", "path": "str", "hub_id": "str", "hub_config": "NoneType", "encoding": "str",
                           "columns": {"tokens": "str", "tags": "str"}, "hub_columns": "NoneType",
                           "validation_fraction": "float"},
                  "labels": "NoneType", "max_length": "int", "max_train_samples": "int", "max_eval_samples": "int",
@@ -48,9 +50,12 @@ SHAPE_OF_A_TINY_RUN = {
                     "weight_decay": "float", "warmup": "float", "scheduler": "str", "grad_accum": "int",
                     "group_by_length": "bool", "eval_strategy": "str", "eval_steps": "int", "logging_steps": "int",
                     "gradient_checkpointing": "bool", "progress_bar": "bool", "threads": "NoneType",
-                    "select_best": "bool", "early_stopping_patience": "NoneType", "extra": {"use_cpu": "bool"}},
+                    "select_best": "bool", "early_stopping_patience": "NoneType", "save_every": "int",
+                    "keep_checkpoints": "int", "extra": {"use_cpu": "bool"}},
         "seed": "int",
         "protocol": "NoneType",
+        "resume": "bool",
+        "overwrite": "bool",
     },
     "versions": "dict", "git_sha": "str or None", "notes": [],
 }
