@@ -12,7 +12,6 @@ runs); exit code 1 when a score differs.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 
+from peftlab.result import RESULT_FILE, Result
 from peftlab.tasks import Task
 from peftlab.tasks.generation import Generation
 from peftlab.tasks.sequence_classification import SequenceClassification, classification_metrics
@@ -29,14 +29,14 @@ from peftlab.trained import read_run, serve, tokenizer_for
 
 def agreement(run_dir: Path, batch_size: int | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """(the run's recorded test metrics, the same metrics computed from predict's answers)."""
-    result = json.loads((run_dir / "result.json").read_text())
+    recorded = Result.read(run_dir / RESULT_FILE).metrics["test"]
     run = read_run(run_dir)
     test = run.task.prepare_data()["test"]  # the files and subsample the run used
     served = serve([run], tokenizer_for(run))
     examples, gold = _inputs_and_gold(run.task, test)
     size = batch_size or run.config.trainer.eval_batch_size
     answers = [answer for start in range(0, len(examples), size) for answer in served.answer(0, examples[start : start + size])]
-    return result["metrics"]["test"], _scores(run.task, answers, gold)
+    return recorded, _scores(run.task, answers, gold)
 
 
 def _inputs_and_gold(task: Task, test: list[dict]) -> tuple[list[dict], list[Any]]:

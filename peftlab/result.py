@@ -2,21 +2,26 @@
 benchmark read. A failed run writes one too, so a sweep can say what went wrong where.
 
 The measured sections are typed records (`ParamCount`, `Timing`, `Memory`, `Checkpoint`,
-`Selection`): the
-run fills them, the report and the benchmarks read them back through `Result.read`, and the
-JSON keeps one shape for all. A failed run has none of them, written as `{}`."""
+`Selection`): the run fills them, the report and the benchmarks read them back through
+`Result.read`, and the JSON keeps one shape for all. A failed run has none of them, written as
+`{}`. Reading checks every key and type against these classes (`ResultFileError` names the file
+and the key), after `upgrade_result_json` has brought a file written by an older peftlab to
+today's shape: that function is the one place older shapes are known."""
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import subprocess
+import types
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from peftlab import atomic
+from peftlab.errors import PeftlabError
 
 RESULT_FILE = "result.json"
 TRACKED_PACKAGES = ("peftlab", "torch", "transformers", "peft", "datasets", "hydra-core", "seqeval")
@@ -41,14 +46,14 @@ class Timing:
     train_samples_per_second: float
     train_tokens_per_second: float  # real (non-padding) tokens
     eval_seconds: float  # every evaluated split, generation included
-    torch_threads: int | None = None  # timings compare only at equal threads; None in runs older than the key
+    torch_threads: int | None  # timings compare only at equal threads; None in runs older than the key
 
 
 @dataclass(frozen=True)
 class Memory:
     peak_rss_mb: float
     peak_cuda_mb: float | None  # None without CUDA
-    model_bytes: int | None = None  # the model as loaded (base + head), before the method; None in older runs
+    model_bytes: int | None  # the model as loaded (base + head), before the method; None in older runs
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,55 @@ class Selection:
 
 
 RECORDS = {"params": ParamCount, "timing": Timing, "memory": Memory, "checkpoint": Checkpoint, "selection": Selection}
+STATUSES = ("ok", "failed")
+
+# What result.json gained after its first shape (commit 1e0ee25): (the key, its section or None
+# for the top level, the commit that added it, what a file from before holds in its place).
+# Files carry no version number: a file's shape is told by the keys it has, key by key.
+ADDED_KEYS = (
+    ("notes", None, "aa170e9", []),
+    ("torch_threads", "timing", "cd0cc39", None),
+    ("model_bytes", "memory", "4a4f275", None),
+    ("dataset_fingerprint", None, "e3d7132", None),
+    ("data_sizes", None, "e3d7132", {}),
+    ("selection", None, "ea8a580", {}),
+)
+
+
+class ResultFileError(PeftlabError, ValueError):
+    """A result.json that does not fit the schema below (or is no JSON at all). `problem` says
+    why in words, naming the key; the message adds the file where it is known."""
+
+    def __init__(self, problem: str, path: Path | None = None) -> None:
+        super().__init__(problem if path is None else f"{path}: {problem}")
+        self.problem = problem
+        self.path = path
+
+
+def upgrade_result_json(data: dict[str, Any]) -> dict[str, Any]:
+    """A result.json as written by any peftlab since the first (1e0ee25), in today's shape; the
+    one place older shapes are known. The shapes it accepts, oldest first, each the one before
+    plus the keys named (ADDED_KEYS):
+
+    - 1e0ee25: identity, error, params, primary_metric, metrics, history, timing (train_seconds,
+      train_samples_per_second, train_tokens_per_second, eval_seconds), memory (peak_rss_mb,
+      peak_cuda_mb), checkpoint, config, versions, git_sha
+    - aa170e9: notes; metrics.test is null for a dataset without a test split
+    - cd0cc39: timing.torch_threads
+    - 4a4f275: memory.model_bytes
+    - e3d7132: dataset_fingerprint, data_sizes
+    - ea8a580: selection ({} for a run that selected nothing), today's shape
+
+    A key is filled only where the file lacks it, with what says "not recorded" (None, an empty
+    list or section), never with a made-up measurement; a section that is `{}` (a failed run)
+    stays empty. The file is not changed: `Result.write` writes today's shape."""
+    upgraded = dict(data)
+    for key, section, _, missing_value in ADDED_KEYS:
+        if section is None:
+            upgraded.setdefault(key, copy.copy(missing_value))  # a copy: a Result's notes grow in place
+        elif isinstance(upgraded.get(section), dict) and upgraded[section]:
+            upgraded[section] = {key: missing_value, **upgraded[section]}
+    return upgraded
 
 
 @dataclass
@@ -111,12 +165,109 @@ class Result:
 
     @classmethod
     def read(cls, path: Path) -> "Result":
-        return cls.from_json(json.loads(Path(path).read_text()))
+        """The Result in a result.json file, or ResultFileError naming the file and what is wrong
+        with it: unreadable, not JSON, or a key missing, unknown or of the wrong type."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ResultFileError(f"cannot read it ({error.strerror})", path) from error
+        except json.JSONDecodeError as error:
+            problem = f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+            raise ResultFileError(problem, path) from error
+        except UnicodeDecodeError as error:
+            raise ResultFileError("not UTF-8 text", path) from error
+        try:
+            return cls.from_json(data)
+        except ResultFileError as error:
+            raise ResultFileError(error.problem, path) from None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Result":
-        records = {section: record(**data[section]) if data.get(section) else None for section, record in RECORDS.items()}
-        return cls(**{**data, **records})
+    def from_json(cls, data: Any) -> "Result":
+        """The parsed JSON of a result.json of any shape `upgrade_result_json` accepts, checked key
+        by key against this class and the records; ResultFileError names the first key that does
+        not fit."""
+        if not isinstance(data, dict):
+            raise ResultFileError("not a JSON object")
+        data = upgrade_result_json(data)
+        hints = get_type_hints(cls)
+        _check_keys(data, hints, "")
+        values = {}
+        for key, hint in hints.items():
+            if key in RECORDS:
+                values[key] = _record(data[key], RECORDS[key], key)
+            else:
+                _check_type(data[key], hint, key)
+                values[key] = data[key]
+        if values["status"] not in STATUSES:
+            raise ResultFileError(f"unknown status {values['status']!r} (expected {' or '.join(STATUSES)})")
+        return cls(**values)
+
+
+def _record(section: Any, record: type, key: str) -> Any:
+    """A section of result.json as its record; None for `{}` (a failed run, or no selection)."""
+    if not isinstance(section, dict):
+        raise ResultFileError(f"{key} is {_shown(section)}, expected an object ({{}} when not measured)")
+    if not section:
+        return None
+    hints = get_type_hints(record)
+    _check_keys(section, hints, f"{key}.")
+    for name, value in section.items():
+        _check_type(value, hints[name], f"{key}.{name}")
+    return record(**section)
+
+
+def _check_keys(data: dict[str, Any], hints: dict[str, Any], prefix: str) -> None:
+    missing = [f"{prefix}{key}" for key in hints if key not in data]
+    if missing:
+        raise ResultFileError(f"missing {', '.join(missing)}")
+    unknown = [f"{prefix}{key}" for key in data if key not in hints]
+    if unknown:
+        raise ResultFileError(
+            f"unknown key {', '.join(unknown)} (a newer peftlab's file, or a typo in a hand-made one)"
+        )
+
+
+def _check_type(value: Any, hint: Any, key: str) -> None:
+    """Raise ResultFileError naming `key` where `value` does not fit the type `hint`. JSON has
+    one kind of number: a float field takes an integer and keeps it as written; true and false
+    are no numbers."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in get_args(hint):
+            return
+        (hint,) = [option for option in get_args(hint) if option is not type(None)]
+        _check_type(value, hint, key)
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise ResultFileError(f"{key} is {_shown(value)}, expected an object")
+        _, item_hint = get_args(hint)
+        for name, item in value.items():
+            _check_type(item, item_hint, f"{key}.{name}")
+    elif origin is list:
+        if not isinstance(value, list):
+            raise ResultFileError(f"{key} is {_shown(value)}, expected a list")
+        (item_hint,) = get_args(hint)
+        for number, item in enumerate(value):
+            _check_type(item, item_hint, f"{key}[{number}]")
+    elif not _fits(value, hint):
+        raise ResultFileError(f"{key} is {_shown(value)}, expected {TYPE_WORDS[hint]}")
+
+
+TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _fits(value: Any, hint: type) -> bool:
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if hint is float else hint)
+
+
+def _shown(value: Any) -> str:
+    """A value in an error message: short, with its JSON kind."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def package_versions() -> dict[str, str]:

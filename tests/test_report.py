@@ -242,15 +242,29 @@ def test_unreadable_files_are_skipped_with_the_reason(tmp_path):
     assert "| `broken/result.json` | not valid JSON (" in markdown
 
 
-def test_older_files_without_optional_keys_are_read(tmp_path):
+def test_a_file_of_the_first_shape_is_read_with_what_it_lacks_left_empty(tmp_path):
+    """The shape of 1e0ee25: no notes, memory.model_bytes (or the keys helpers.result leaves out
+    already: dataset_fingerprint, data_sizes, selection, timing.torch_threads)."""
     old = result("lora", 0, 0.8)
-    for key in ("notes", "history", "versions"):
-        del old[key]
+    del old["notes"]
     del old["memory"]["model_bytes"]
-    del old["memory"]["peak_cuda_mb"]
-    del old["timing"]
-    rows = rows_by_method(write_runs(tmp_path, [old]))
-    assert rows["lora"].metric_mean == pytest.approx(80.0) and rows["lora"].train_seconds is None
+    folder = write_runs(tmp_path, [old, result("full", 0, 0.9)])
+    rows = rows_by_method(folder)
+    assert rows["lora"].metric_mean == pytest.approx(80.0) and rows["lora"].train_seconds == pytest.approx(100.0)
+    (row,) = [row for row in csv_rows(write_report(folder)["csv"]).values() if row["method"] == "lora"]
+    assert row["memory_model_bytes"] == row["timing_torch_threads"] == row["notes"] == ""
+    assert row["memory_peak_rss_mb"] == "2000.0"
+
+
+def test_a_file_missing_a_key_every_peftlab_wrote_or_of_a_wrong_type_is_set_aside_naming_it(tmp_path):
+    without_timing = result("lora", 0, 0.8)
+    del without_timing["timing"]
+    count_as_text = result("lora", 1, 0.8)
+    count_as_text["params"]["trainable"] = "335241"
+    folder = write_runs(tmp_path, [without_timing, count_as_text, result("lora", 2, 0.8)])
+    runs, unreadable = read_runs(folder)
+    assert [run.seed for run in runs] == [2]
+    assert [file.why for file in unreadable] == ["missing timing", 'params.trainable is "335241", expected an integer']
 
 
 def test_the_error_line_shown_is_the_first_or_a_tracebacks_exception():

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from peftlab.result import Result
+from peftlab.result import ADDED_KEYS, Result, ResultFileError, upgrade_result_json
 from peftlab.run import execute
+from tests.helpers import result
 
 NUMBERS = {"base_total": "int", "trainable": "int", "method": "int", "head": "int", "trainable_pct": "float"}
 NER_SCORES = {name: "float" for name in ("f1", "precision", "recall", "f1_LOC", "f1_MISC", "f1_ORG", "f1_PER")}
@@ -113,3 +114,70 @@ def test_a_failed_run_writes_empty_sections_and_reads_back_without_records(tiny_
     result = Result.read(tmp_path / "result.json")
     assert all(getattr(result, section) is None for section in RECORDS)
     assert result.to_json() == written
+
+
+
+ADDED_IN = [added for _, _, added, _ in ADDED_KEYS]  # commits, oldest first
+
+
+def written_before(data: dict, commit: str) -> dict:
+    """`data` as a peftlab from before `commit` wrote it: without the keys added at or after it."""
+    older = json.loads(json.dumps(data))
+    for key, section, added, _ in ADDED_KEYS:
+        if ADDED_IN.index(added) >= ADDED_IN.index(commit):
+            (older if section is None else older[section]).pop(key)
+    return older
+
+
+def at(data: dict, key: str, section: str | None):
+    return data[key] if section is None else data[section][key]
+
+
+def test_every_older_shape_reads_with_the_keys_it_lacks_as_not_recorded(tiny_run):
+    for commit in dict.fromkeys(ADDED_IN):
+        older = Result.from_json(written_before(tiny_run, commit)).to_json()
+        assert list(older) == list(SHAPE_OF_A_TINY_RUN), commit  # written back in today's shape
+        for key, section, added, not_recorded in ADDED_KEYS:
+            lacked = ADDED_IN.index(added) >= ADDED_IN.index(commit)
+            assert at(older, key, section) == (not_recorded if lacked else at(tiny_run, key, section)), (commit, key)
+        upgraded = {key for key, section, *_ in ADDED_KEYS if section is None} | {"timing", "memory"}
+        assert {key: value for key, value in older.items() if key not in upgraded} == {
+            key: value for key, value in tiny_run.items() if key not in upgraded
+        }, commit
+        assert older["timing"]["train_seconds"] == tiny_run["timing"]["train_seconds"], commit
+
+
+def test_upgrading_leaves_a_failed_runs_empty_sections_empty():
+    failed = {"status": "failed", "error": "boom", "task": "t", "dataset": "d", "method": "m", "backbone": "b",
+              "quant": "none", "seed": 0, "params": {}, "primary_metric": None, "metrics": {}, "history": [],
+              "timing": {}, "memory": {}, "checkpoint": {}, "config": {}, "versions": {}, "git_sha": None}
+    upgraded = upgrade_result_json(failed)
+    assert upgraded["timing"] == {} and upgraded["memory"] == {} and upgraded["selection"] == {}
+    assert Result.from_json(failed).timing is None and "notes" not in failed  # the caller's dict is not changed
+
+
+WRONG = {  # how a file is broken -> the words that must name the key
+    "a count as text": (lambda data: data["params"].update(trainable="12"), 'params.trainable is "12", expected an integer'),
+    "a boolean seed": (lambda data: data.update(seed=True), "seed is true, expected an integer"),
+    "a metric as text": (lambda data: data["metrics"]["test"].update(f1="0.8"), 'metrics.test.f1 is "0.8", expected a number'),
+    "notes as text": (lambda data: data.update(notes="none"), 'notes is "none", expected a list'),
+    "a history point": (lambda data: data["history"][0].update(step=None), "history[0].step is null, expected a number"),
+    "a section as a number": (lambda data: data.update(timing=3), "timing is 3, expected an object"),
+    "a missing key": (lambda data: data.pop("history"), "missing history"),
+    "a missing record key": (lambda data: data["memory"].pop("peak_rss_mb"), "missing memory.peak_rss_mb"),
+    "an unknown key": (lambda data: data["timing"].update(gpu_seconds=1.0), "unknown key timing.gpu_seconds"),
+    "an unknown status": (lambda data: data.update(status="done"), "unknown status 'done' (expected ok or failed)"),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(WRONG))
+def test_a_wrong_key_is_refused_naming_the_file_and_the_key(tmp_path, broken):
+    breaks, words = WRONG[broken]
+    data = result("lora", 0, 0.8, history=[{"step": 10, "validation_f1": 0.7}])
+    Result.from_json(data)  # whole, it reads
+    breaks(data)
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultFileError) as refused:
+        Result.read(path)
+    assert words in refused.value.problem and str(refused.value).startswith(f"{path}: ")

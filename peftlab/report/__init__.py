@@ -13,7 +13,8 @@ report.md, a self-contained report.html, results.csv (one row per run) and, with
 `report` extra), pareto.png and curves.png.
 
 The package, in the order a report is made:
-- read.py: result.json files -> dicts (unusable files set aside with the reason)
+- read.py: result.json files -> typed Results (peftlab/result.py; unusable files set aside
+  with the reason)
 - comparison.py: which runs may share a table, and the checks on a number (budget,
   convergence, bimodal seeds)
 - aggregate.py: groups and rows, pure numbers, so the tests check numbers, not text

@@ -24,10 +24,9 @@ from peftlab.report.comparison import (
     group_settings,
     is_bimodal,
 )
-from peftlab.report.read import Unreadable, number, section
+from peftlab.report.read import Run, Unreadable, finite, primary_score
 
 FULL = "full"
-GROUP_FIELDS = ("task", "dataset", "backbone", "quant", "primary_metric")
 BUDGETS = (0.1, 1.0, 10.0, None)  # % of the base that trains; None: no limit
 MB = 2**20  # the MB of peak_rss_mb / peak_cuda_mb in result.json (peftlab/measure.py)
 MISSING = "n/a"
@@ -119,33 +118,32 @@ class Group:
 @dataclass
 class Report:
     directory: Path
-    runs: list[dict[str, Any]]  # ok and failed, in path order
+    runs: list[Run]  # ok and failed, in path order
     unreadable: list[Unreadable]
     groups: list[Group]
     thresholds: Thresholds = Thresholds()
 
     @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [run for run in self.runs if run["status"] == "failed"]
+    def failed(self) -> list[Run]:
+        return [run for run in self.runs if run.status == "failed"]
 
 
 def build_report(
-    directory: Path, runs: list[dict[str, Any]], unreadable: list[Unreadable], thresholds: Thresholds = Thresholds()
+    directory: Path, runs: list[Run], unreadable: list[Unreadable], thresholds: Thresholds = Thresholds()
 ) -> Report:
-    successful = group_by([run for run in runs if run["status"] == "ok"], group_key)
+    successful = group_by([run for run in runs if run.status == "ok"], group_key)
     groups = [build_group(key, members, thresholds) for key, members in sorted(successful.items())]
     mark_distinguishing(groups)
     return Report(directory, runs, unreadable, groups, thresholds)
 
 
-def group_key(run: dict[str, Any]) -> GroupKey:
-    task, dataset, backbone, quant, primary = (str(run.get(field)) for field in GROUP_FIELDS)
-    return task, dataset, backbone, quant, primary, group_settings(run)
+def group_key(run: Run) -> GroupKey:
+    return run.task, run.dataset, run.backbone, run.quant, str(run.primary_metric), group_settings(run)
 
 
-def build_group(key: GroupKey, runs: list[dict[str, Any]], thresholds: Thresholds = Thresholds()) -> Group:
+def build_group(key: GroupKey, runs: list[Run], thresholds: Thresholds = Thresholds()) -> Group:
     split = metric_split(runs)
-    by_method = group_by(runs, lambda run: str(run["method"]))
+    by_method = group_by(runs, lambda run: run.method)
     full_mean = statistics.fmean(metric_values(by_method[FULL], split)) if FULL in by_method else None
     rows = sorted(
         (method_row(method, members, split, full_mean, thresholds) for method, members in by_method.items()),
@@ -185,14 +183,14 @@ def mark_distinguishing(groups: list[Any]) -> None:
             group.distinguishing = tuple((key, value) for key, value in group.settings if key in differing)
 
 
-def metric_split(runs: list[dict[str, Any]]) -> str:
+def metric_split(runs: list[Run]) -> str:
     """test when every run has it, else validation for all: rows of one table are compared, so
     they must be scored on the same split."""
     return "test" if all(_has_test(run) for run in runs) else "validation"
 
 
-def _has_test(run: dict[str, Any]) -> bool:
-    return number(run, "metrics", "test", run["primary_metric"]) is not None
+def _has_test(run: Run) -> bool:
+    return primary_score(run, "test") is not None
 
 
 def metric_label(split: str, settings: Settings, sizes: dict[str, list[int]]) -> str:
@@ -210,32 +208,35 @@ def metric_label(split: str, settings: Settings, sizes: dict[str, list[int]]) ->
     return split + mark
 
 
-def metric_values(runs: list[dict[str, Any]], split: str) -> list[float]:
+def metric_values(runs: list[Run], split: str) -> list[float]:
     """The primary metric of each run on `split`, in points (x100)."""
-    return [100 * number(run, "metrics", split, run["primary_metric"]) for run in runs]
+    return [100 * primary_score(run, split) for run in runs]
 
 
 def method_row(
-    method: str, runs: list[dict[str, Any]], split: str, full_mean: float | None, thresholds: Thresholds = Thresholds()
+    method: str, runs: list[Run], split: str, full_mean: float | None, thresholds: Thresholds = Thresholds()
 ) -> MethodRow:
-    by_seed = sorted(runs, key=lambda run: run["seed"])
+    by_seed = sorted(runs, key=lambda run: run.seed)
     values = metric_values(by_seed, split)
     mean = statistics.fmean(values)
-    curves = [(run["seed"], convergence(run)) for run in by_seed]
+    curves = [(run.seed, convergence(run)) for run in by_seed]
+    params = [run.params for run in runs if run.params]
+    memory = [run.memory for run in runs if run.memory]
+    timing = [run.timing for run in runs if run.timing]
     return MethodRow(
         method=method,
-        seeds=[run["seed"] for run in by_seed],
+        seeds=[run.seed for run in by_seed],
         scores=values,
-        trainable=mean_of(runs, "params", "trainable"),
-        trainable_pct=mean_of(runs, "params", "trainable_pct"),
+        trainable=mean_of(count.trainable for count in params),
+        trainable_pct=mean_of(count.trainable_pct for count in params),
         metric_mean=mean,
         metric_std=statistics.stdev(values) if len(values) > 1 else None,
         delta_vs_full=None if method == FULL or full_mean is None else mean - full_mean,
-        peak_rss_mb=mean_of(runs, "memory", "peak_rss_mb"),
-        peak_cuda_mb=mean_of(runs, "memory", "peak_cuda_mb"),
-        train_seconds=mean_of(runs, "timing", "train_seconds"),
-        samples_per_second=mean_of(runs, "timing", "train_samples_per_second"),
-        checkpoint_mb=mean_of(runs, "checkpoint", "size_bytes", scale=1 / MB),
+        peak_rss_mb=mean_of(peak.peak_rss_mb for peak in memory),
+        peak_cuda_mb=mean_of(peak.peak_cuda_mb for peak in memory),
+        train_seconds=mean_of(times.train_seconds for times in timing),
+        samples_per_second=mean_of(times.train_samples_per_second for times in timing),
+        checkpoint_mb=mean_of((run.checkpoint.size_bytes for run in runs if run.checkpoint), scale=1 / MB),
         not_converged=[
             (seed, curve.gain) for seed, curve in curves if curve.converged(thresholds.converged_delta) is False
         ],
@@ -244,27 +245,25 @@ def method_row(
     )
 
 
-def data_sizes(runs: list[dict[str, Any]]) -> dict[str, list[int]]:
+def data_sizes(runs: list[Run]) -> dict[str, list[int]]:
     """split -> the distinct example counts the runs recorded (`data_sizes` in result.json);
     runs from before that field add nothing."""
     sizes: dict[str, set[int]] = defaultdict(set)
     for run in runs:
         for split in SPLITS:
-            count = number(run, "data_sizes", split)
-            if count is not None:
-                sizes[split].add(int(count))
+            if split in run.data_sizes:
+                sizes[split].add(run.data_sizes[split])
     return {split: sorted(sizes[split]) for split in SPLITS if sizes[split]}
 
 
-def number_run_notes(rows: list[MethodRow], by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
+def number_run_notes(rows: list[MethodRow], by_method: dict[str, list[Run]]) -> list[str]:
     """The runs' own `notes` (a validation split carved from train, no test split, ...), each
     text once, numbered in table order; each row learns the numbers its runs carry."""
     carriers: dict[str, list[tuple[str, int]]] = {}
     for row in rows:
-        for run in sorted(by_method[row.method], key=lambda run: run["seed"]):
-            notes = run.get("notes")
-            for note in notes if isinstance(notes, list) else []:
-                carriers.setdefault(str(note), []).append((row.method, run["seed"]))
+        for run in sorted(by_method[row.method], key=lambda run: run.seed):
+            for note in run.notes:
+                carriers.setdefault(note, []).append((row.method, run.seed))
     every_run = sum(row.n for row in rows)
     numbered = []
     for number, (text, runs) in enumerate(carriers.items(), start=1):
@@ -335,10 +334,11 @@ def check_lines(rows: list[MethodRow], thresholds: Thresholds) -> list[str]:
     return lines
 
 
-def mean_of(runs: list[dict[str, Any]], *keys: str, scale: float = 1.0) -> float | None:
-    """Mean over the runs that have the number (a GPU-less run has no peak_cuda_mb); None if none has."""
-    values = [value for value in (number(run, *keys) for run in runs) if value is not None]
-    return scale * statistics.fmean(values) if values else None
+def mean_of(values: Iterable[float | None], scale: float = 1.0) -> float | None:
+    """Mean of the finite numbers among `values` (a GPU-less run has no peak_cuda_mb, an older
+    one no model_bytes); None if there is none."""
+    numbers = [number for number in map(finite, values) if number is not None]
+    return scale * statistics.fmean(numbers) if numbers else None
 
 
 def _row_order(row: MethodRow) -> tuple[bool, float, str]:
@@ -358,16 +358,16 @@ def best_per_budget(rows: list[MethodRow]) -> list[tuple[float | None, MethodRow
     return best
 
 
-def seed_notes(by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
+def seed_notes(by_method: dict[str, list[Run]]) -> list[str]:
     """Repeated seeds (kept in the stats, but probably a sweep run twice into one folder) and
     seeds a method lacks that others have (its n is smaller: a failed or missing run)."""
     notes = []
-    every_seed = {run["seed"] for runs in by_method.values() for run in runs}
+    every_seed = {run.seed for runs in by_method.values() for run in runs}
     for method, runs in sorted(by_method.items()):
-        counts = Counter(run["seed"] for run in runs)
+        counts = Counter(run.seed for run in runs)
         for seed, count in sorted(counts.items()):
             if count > 1:
-                paths = ", ".join(f"`{run['path']}`" for run in runs if run["seed"] == seed)
+                paths = ", ".join(f"`{run.path}`" for run in runs if run.seed == seed)
                 notes.append(f"`{method}` seed {seed} has {count} runs ({paths}); all are in its stats.")
         missing = sorted(every_seed - counts.keys())
         if missing:
@@ -378,7 +378,7 @@ def seed_notes(by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
     return notes
 
 
-def pooling_notes(by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
+def pooling_notes(by_method: dict[str, list[Run]]) -> list[str]:
     """A row pools every run of a method: say so when they were configured differently
     (a sweep over `method.r` or `trainer.lr` gives rows that mix settings)."""
     notes = []
@@ -389,11 +389,8 @@ def pooling_notes(by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
     return notes
 
 
-def _differing_settings(runs: list[dict[str, Any]]) -> list[str]:
-    settings = [
-        _flatten({name: section(run, "config").get(name) for name in ("method", "trainer")})
-        for run in runs
-    ]
+def _differing_settings(runs: list[Run]) -> list[str]:
+    settings = [_flatten({name: run.config.get(name) for name in ("method", "trainer")}) for run in runs]
     keys = set().union(*settings)
     return sorted(key for key in keys if len({json.dumps(one.get(key), sort_keys=True) for one in settings}) > 1)
 
@@ -408,7 +405,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def learning_curves(by_method: dict[str, list[dict[str, Any]]], primary: str) -> dict[str, list[tuple[float, float]]]:
+def learning_curves(by_method: dict[str, list[Run]], primary: str) -> dict[str, list[tuple[float, float]]]:
     """Validation primary metric (points) by training step, the mean over the seeds logged at
     that step; methods whose runs logged no validation point are left out."""
     key = f"validation_{primary}"
@@ -416,9 +413,8 @@ def learning_curves(by_method: dict[str, list[dict[str, Any]]], primary: str) ->
     for method, runs in by_method.items():
         by_step: dict[float, list[float]] = defaultdict(list)
         for run in runs:
-            history = run.get("history")
-            for point in history if isinstance(history, list) else []:
-                step, value = number(point, "step"), number(point, key)
+            for point in run.history:
+                step, value = finite(point.get("step")), finite(point.get(key))
                 if step is not None and value is not None:
                     by_step[step].append(100 * value)
         if by_step:

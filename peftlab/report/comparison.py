@@ -1,5 +1,5 @@
 """What may share a table of the report, and the checks a number needs before anyone acts on it.
-Pure functions over result.json dicts; the rest of peftlab/report/ renders what they find.
+Pure functions over the runs' Results; the rest of peftlab/report/ renders what they find.
 
 - Runs are comparable when they differ only in method and seed. `group_settings` is everything
   else that changes the question (model source, the data's contents, subsample sizes, data seed,
@@ -14,9 +14,11 @@ Pure functions over result.json dicts; the rest of peftlab/report/ renders what 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
+
+from peftlab.report.read import finite
+from peftlab.result import Result
 
 # Config keys (dotted, as in result.json "config") that split tables, besides task, dataset,
 # backbone name, quant name and primary metric. `backbone.pretrained` is what was loaded: a
@@ -26,7 +28,7 @@ GROUP_SETTINGS = (
     "task.max_train_samples", "task.max_eval_samples", "task.data_seed", "task.max_length",
 )
 QUANT_SECTION = "quant"  # every key of config.quant splits tables too (bits, quant_type, double_quant, ...)
-FINGERPRINT = "dataset_fingerprint"  # result.json's, absent in files written before it existed
+FINGERPRINT = "dataset_fingerprint"  # result.json's, None in files written before it existed
 # trainer settings that decide how much training a run got (task.max_length does too, but it
 # already splits tables). Trainer ignores trainer.epochs when trainer.max_steps > 0.
 BUDGET_SETTINGS = ("trainer.epochs", "trainer.max_steps", "trainer.batch_size", "trainer.grad_accum")
@@ -39,9 +41,9 @@ DEFAULT_BIMODAL_RATIO = 0.5
 _ABSENT = object()
 
 
-def config_value(run: dict[str, Any], dotted: str) -> Any:
+def config_value(run: Result, dotted: str) -> Any:
     """The value at a dotted key of the run's config, or `_ABSENT` where the file lacks it."""
-    node: Any = run.get("config")
+    node: Any = run.config
     for key in dotted.split("."):
         if not isinstance(node, dict) or key not in node:
             return _ABSENT
@@ -49,7 +51,7 @@ def config_value(run: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def raw_setting(run: dict[str, Any], dotted: str) -> Any:
+def raw_setting(run: Result, dotted: str) -> Any:
     """A config value for a CSV cell: None where the file does not record it."""
     value = config_value(run, dotted)
     return None if value is _ABSENT else value
@@ -63,7 +65,7 @@ def shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def quant_keys(run: dict[str, Any]) -> list[str]:
+def quant_keys(run: Result) -> list[str]:
     """`quant.<key>` for every key of the run's config.quant but its name (already in the table's
     identity)."""
     section = config_value(run, QUANT_SECTION)
@@ -72,18 +74,18 @@ def quant_keys(run: dict[str, Any]) -> list[str]:
     return [f"{QUANT_SECTION}.{key}" for key in sorted(section) if key != "name"]
 
 
-def group_settings(run: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+def group_settings(run: Result) -> tuple[tuple[str, str], ...]:
     """(key, value shown) for everything besides method and seed that decides what a run's
     number means. An older file without `dataset_fingerprint` is keyed by its `dataset` string
     (then the data folder's path) alone."""
-    fingerprint = run.get(FINGERPRINT)
-    settings = [(FINGERPRINT, UNKNOWN if fingerprint is None else str(fingerprint))]
+    fingerprint = run.dataset_fingerprint
+    settings = [(FINGERPRINT, UNKNOWN if fingerprint is None else fingerprint)]
     settings += [(key, shown(config_value(run, key))) for key in (*GROUP_SETTINGS, *quant_keys(run))]
     return tuple(settings)
 
 
 def budget_differences(
-    runs: list[dict[str, Any]], reference_runs: list[dict[str, Any]], reference: str = "full"
+    runs: list[Result], reference_runs: list[Result], reference: str = "full"
 ) -> list[str]:
     """`key=value (full: value)` for every budget setting on which `runs` differ from the
     reference's runs (full fine-tuning's in a method table, the float base's in a quantization
@@ -101,7 +103,7 @@ def budget_differences(
     return differences
 
 
-def _shown_values(runs: list[dict[str, Any]], key: str) -> list[str]:
+def _shown_values(runs: list[Result], key: str) -> list[str]:
     return sorted({shown(config_value(run, key)) for run in runs})
 
 
@@ -123,31 +125,23 @@ class Convergence:
         return None if self.gain is None else self.gain <= delta
 
 
-def convergence(run: dict[str, Any]) -> Convergence:
+def convergence(run: Result) -> Convergence:
     scores = validation_scores(run)
     if len(scores) < MIN_EVALUATIONS:
         return Convergence(len(scores), None)
     return Convergence(len(scores), scores[-1] - max(scores[:-2]))
 
 
-def validation_scores(run: dict[str, Any]) -> list[float]:
+def validation_scores(run: Result) -> list[float]:
     """The run's validation primary metric during training, in points, by step (the last value
     logged at a step where one was logged twice)."""
-    key = f"validation_{run.get('primary_metric')}"
-    history = run.get("history")
+    key = f"validation_{run.primary_metric}"
     by_step = {}
-    for point in history if isinstance(history, list) else []:
-        step, value = _finite(point, "step"), _finite(point, key)
+    for point in run.history:
+        step, value = finite(point.get("step")), finite(point.get(key))
         if step is not None and value is not None:
             by_step[step] = 100 * value
     return [by_step[step] for step in sorted(by_step)]
-
-
-def _finite(point: Any, key: str) -> float | None:
-    value = point.get(key) if isinstance(point, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def is_bimodal(scores: list[float], ratio: float = DEFAULT_BIMODAL_RATIO) -> bool:

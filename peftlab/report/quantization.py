@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
 
 from peftlab.report.aggregate import (
     MB,
@@ -23,6 +22,7 @@ from peftlab.report.aggregate import (
     metric_values,
 )
 from peftlab.report.comparison import QUANT_SECTION, UNKNOWN, budget_differences, group_settings
+from peftlab.report.read import Run
 
 REFERENCE = "none"
 BITS_ORDER = ("none", "int8", "nf4")  # most bits first; other quant files after them, by name
@@ -84,10 +84,10 @@ class QuantGroup:
         return metric_label(self.split, self.settings, self.data_sizes)
 
 
-def quantization_groups(runs: list[dict[str, Any]]) -> list[QuantGroup]:
+def quantization_groups(runs: list[Run]) -> list[QuantGroup]:
     """A table for every method whose successful runs, otherwise alike, used more than one
     quantization."""
-    successful = [run for run in runs if run["status"] == "ok"]
+    successful = [run for run in runs if run.status == "ok"]
     by_key = group_by(successful, _group_key)
     groups = [
         _build_group(key, members) for key, members in sorted(by_key.items())
@@ -97,23 +97,22 @@ def quantization_groups(runs: list[dict[str, Any]]) -> list[QuantGroup]:
     return groups
 
 
-def _group_key(run: dict[str, Any]) -> tuple[str, str, str, str, str, Settings]:
-    task, dataset, backbone, method, primary = (
-        str(run.get(name)) for name in ("task", "dataset", "backbone", "method", "primary_metric")
+def _group_key(run: Run) -> tuple[str, str, str, str, str, Settings]:
+    return (
+        run.task, run.dataset, run.backbone, run.method, str(run.primary_metric), _without_quant(group_settings(run))
     )
-    return task, dataset, backbone, method, primary, _without_quant(group_settings(run))
 
 
-def _quant_key(run: dict[str, Any]) -> QuantKey:
+def _quant_key(run: Run) -> QuantKey:
     quant = tuple((key, value) for key, value in group_settings(run) if key.startswith(f"{QUANT_SECTION}."))
-    return str(run["quant"]), quant
+    return run.quant, quant
 
 
 def _without_quant(settings: Settings) -> Settings:
     return tuple((key, value) for key, value in settings if not key.startswith(f"{QUANT_SECTION}."))
 
 
-def _build_group(key: tuple[str, str, str, str, str, Settings], runs: list[dict[str, Any]]) -> QuantGroup:
+def _build_group(key: tuple[str, str, str, str, str, Settings], runs: list[Run]) -> QuantGroup:
     split = metric_split(runs)
     by_quant = group_by(runs, _quant_key)
     # the reference is the float base when there is one; two differently configured ones leave it open
@@ -156,31 +155,31 @@ class _Means:
     train_seconds: float | None
 
 
-def _means(runs: list[dict[str, Any]], split: str) -> _Means:
+def _means(runs: list[Run], split: str) -> _Means:
     return _Means(
         statistics.fmean(metric_values(runs, split)),
-        mean_of(runs, "memory", "model_bytes", scale=1 / MB),
-        mean_of(runs, "timing", "train_seconds"),
+        mean_of((run.memory.model_bytes for run in runs if run.memory), scale=1 / MB),
+        mean_of(run.timing.train_seconds for run in runs if run.timing),
     )
 
 
-def _row(label: str, runs: list[dict[str, Any]], split: str, reference: _Means | None) -> QuantRow:
-    by_seed = sorted(runs, key=lambda run: run["seed"])
+def _row(label: str, runs: list[Run], split: str, reference: _Means | None) -> QuantRow:
+    by_seed = sorted(runs, key=lambda run: run.seed)
     values = metric_values(by_seed, split)
     mine = _means(by_seed, split)
     return QuantRow(
         label=label,
-        seeds=[run["seed"] for run in by_seed],
+        seeds=[run.seed for run in by_seed],
         metric_mean=mine.metric,
         metric_std=statistics.stdev(values) if len(values) > 1 else None,
         delta_vs_none=None if reference is None else mine.metric - reference.metric,
         model_mb=mine.model_mb,
         model_vs_none=_ratio(mine.model_mb, reference and reference.model_mb),
-        peak_rss_mb=mean_of(runs, "memory", "peak_rss_mb"),
-        peak_cuda_mb=mean_of(runs, "memory", "peak_cuda_mb"),
+        peak_rss_mb=mean_of(run.memory.peak_rss_mb for run in runs if run.memory),
+        peak_cuda_mb=mean_of(run.memory.peak_cuda_mb for run in runs if run.memory),
         train_seconds=mine.train_seconds,
         time_vs_none=_ratio(mine.train_seconds, reference and reference.train_seconds),
-        samples_per_second=mean_of(runs, "timing", "train_samples_per_second"),
+        samples_per_second=mean_of(run.timing.train_samples_per_second for run in runs if run.timing),
     )
 
 

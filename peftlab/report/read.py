@@ -1,19 +1,18 @@
 """Reading a folder of result.json files for the report. `load_result` is the one place a file
-becomes what the rest of the package works on (a dict as run.py wrote it); everything else
-reads those dicts through `number` and `section`, which tolerate what older files lack."""
+becomes what the rest of the package works on: the typed `Result` of peftlab/result.py (older
+files upgraded there, by `upgrade_result_json`), as a `Run` that also knows where its file is.
+A file that does not fit the schema, or an ok run without a validation score to rank, is set
+aside with the reason."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from peftlab.errors import PeftlabError
-from peftlab.result import RESULT_FILE
-
-IDENTITY = ("task", "dataset", "method", "backbone", "quant", "seed")
+from peftlab.result import RESULT_FILE, Result, ResultFileError
 
 
 class NoResultsError(PeftlabError):
@@ -26,10 +25,18 @@ class Unreadable:
     why: str
 
 
-def read_runs(directory: Path) -> tuple[list[dict[str, Any]], list[Unreadable]]:
-    """Every result.json under `directory`, as its dict plus `path` (relative to `directory`).
-    A file that cannot be used is set aside with the reason instead of stopping the report: one
-    run killed mid-write must not hide the other ninety-nine."""
+@dataclass
+class Run(Result):
+    """A run's Result as the report found it: `path` is its result.json relative to the report's
+    folder, for the notes and tables that point at a file. Not part of result.json."""
+
+    path: str = ""
+
+
+def read_runs(directory: Path) -> tuple[list[Run], list[Unreadable]]:
+    """Every result.json under `directory`, in path order. A file that cannot be used is set
+    aside with the reason instead of stopping the report: one run killed mid-write must not hide
+    the other ninety-nine."""
     if not directory.is_dir():
         raise NoResultsError(f"{directory} is not a folder; give the folder of a run or of a sweep.")
     paths = sorted(path for path in directory.rglob(RESULT_FILE) if path.is_file())
@@ -39,59 +46,35 @@ def read_runs(directory: Path) -> tuple[list[dict[str, Any]], list[Unreadable]]:
     for path in paths:
         relative = path.relative_to(directory).as_posix()
         try:
-            runs.append({**load_result(path), "path": relative})
-        except ValueError as problem:
-            unreadable.append(Unreadable(relative, str(problem)))
+            runs.append(Run(**vars(load_result(path)), path=relative))
+        except ResultFileError as error:
+            unreadable.append(Unreadable(relative, error.problem))
     return runs, unreadable
 
 
-def load_result(path: Path) -> dict[str, Any]:
-    """One result.json as a dict, or ValueError saying in words why it cannot be used."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ValueError(f"cannot read it ({error.strerror})") from error
-    except json.JSONDecodeError as error:
-        raise ValueError(f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from error
-    except UnicodeDecodeError as error:
-        raise ValueError("not UTF-8 text") from error
-    problem = _schema_problem(data)
-    if problem:
-        raise ValueError(problem)
-    return data
+def load_result(path: Path) -> Result:
+    """One result.json as its Result, or ResultFileError saying in words why the report cannot
+    use it: beyond the schema, an ok run must have the validation score its tables rank by."""
+    result = Result.read(path)
+    if result.status == "ok" and result.primary_metric is None:
+        raise ResultFileError("status ok but no primary_metric", path)
+    if result.status == "ok" and primary_score(result, "validation") is None:
+        raise ResultFileError(
+            f"status ok but no number at metrics.validation.{result.primary_metric} (its primary metric)", path
+        )
+    return result
 
 
-def _schema_problem(data: Any) -> str | None:
-    """What makes a parsed file unusable; everything else optional is tolerated (older files lack
-    `notes` and `memory.model_bytes`, failed runs have empty sections)."""
-    if not isinstance(data, dict):
-        return "not a JSON object"
-    missing = [key for key in ("status", *IDENTITY) if data.get(key) is None]
-    if missing:
-        return f"missing {', '.join(missing)}"
-    if data["status"] not in ("ok", "failed"):
-        return f"unknown status {data['status']!r} (expected ok or failed)"
-    if isinstance(data["seed"], bool) or not isinstance(data["seed"], int):
-        return f"seed {data['seed']!r} is not an integer"
-    primary = data.get("primary_metric")
-    if data["status"] == "ok" and not isinstance(primary, str):
-        return "status ok but no primary_metric"
-    if data["status"] == "ok" and number(data, "metrics", "validation", primary) is None:
-        return f"status ok but no number at metrics.validation.{primary} (its primary metric)"
-    return None
+def primary_score(run: Result, split: str) -> float | None:
+    """The run's primary metric on `split`, a fraction as result.json has it; None where the
+    split or the number is missing, or the number is not finite."""
+    scores = run.metrics.get(split) or {}
+    return finite(scores.get(run.primary_metric))
 
 
-def number(data: Any, *keys: str) -> float | None:
-    """The number at data[key1][key2]..., or None where a key is missing or null, or the value is
-    not a finite number."""
-    for key in keys:
-        data = data.get(key) if isinstance(data, dict) else None
-    if isinstance(data, bool) or not isinstance(data, (int, float)) or not math.isfinite(data):
+def finite(value: Any) -> float | None:
+    """`value` as a float where it is a finite number; None where it is missing, NaN or infinite
+    (a diverged run logs NaN) or no number at all (a history point's other keys)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
-    return float(data)
-
-
-def section(data: Any, key: str) -> dict[str, Any]:
-    """data[key] where it is a dict, else an empty one (a failed run's sections are empty)."""
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, dict) else {}
+    return float(value)

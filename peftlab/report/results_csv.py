@@ -1,11 +1,14 @@
 """results.csv: one flat row per run, ok and failed, for a spreadsheet or pandas. Its columns
 are fixed first and then every key some run has, section by section, so they do not depend on
-which file was read first."""
+which file was read first. The measured sections have the columns of their records in
+peftlab/result.py: a file older than a key (memory.model_bytes, timing.torch_threads) leaves
+its cell empty."""
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,13 @@ from peftlab.report.comparison import (
     quant_keys,
     raw_setting,
 )
-from peftlab.report.read import IDENTITY, number, section
+from peftlab.report.read import Run, primary_score
+from peftlab.result import Memory, ParamCount, Timing
 
-PARAM_KEYS = ("base_total", "trainable", "method", "head", "trainable_pct")
-TIMING_KEYS = ("train_seconds", "train_samples_per_second", "train_tokens_per_second", "eval_seconds")
-MEMORY_KEYS = ("peak_rss_mb", "peak_cuda_mb", "model_bytes")
+IDENTITY = ("task", "dataset", "method", "backbone", "quant", "seed")
+PARAM_KEYS, TIMING_KEYS, MEMORY_KEYS = (
+    tuple(field.name for field in fields(record)) for record in (ParamCount, Timing, Memory)
+)
 CONVERGENCE_WORDS = {True: "converged", False: "not converged", None: "unknown"}
 
 
@@ -33,32 +38,31 @@ def results_rows(report: Report) -> list[dict[str, Any]]:
     and the commit that made it."""
     splits = {group.key: group.split for group in report.groups}
     return [
-        _flat_run(run, splits[group_key(run)] if run["status"] == "ok" else None, report.thresholds)
+        _flat_run(run, splits[group_key(run)] if run.status == "ok" else None, report.thresholds)
         for run in report.runs
     ]
 
 
-def _flat_run(run: dict[str, Any], split: str | None, thresholds: Thresholds) -> dict[str, Any]:
-    metrics = section(run, "metrics")
-    row = {key: run.get(key) for key in ("status", "error", *IDENTITY, FINGERPRINT, "git_sha")}
+def _flat_run(run: Run, split: str | None, thresholds: Thresholds) -> dict[str, Any]:
+    row = {key: getattr(run, key) for key in ("status", "error", *IDENTITY, FINGERPRINT, "git_sha")}
     row.update({key: raw_setting(run, key) for key in (*GROUP_SETTINGS, *quant_keys(run), *BUDGET_SETTINGS)})
-    row.update(_prefixed("params", section(run, "params")))
-    row["primary_metric"] = run.get("primary_metric")
+    row.update(_prefixed("params", asdict(run.params) if run.params else {}))
+    row["primary_metric"] = run.primary_metric
     row["metric_split"] = split
-    row["metric"] = number(metrics, split, run["primary_metric"]) if split else None
+    row["metric"] = primary_score(run, split) if split else None
     if split:
         curve = convergence(run)
         row["convergence"] = CONVERGENCE_WORDS[curve.converged(thresholds.converged_delta)]
         row["evaluations"] = curve.evaluations
         row["convergence_gain"] = curve.gain
-    row.update(_prefixed("data_sizes", section(run, "data_sizes")))
+    row.update(_prefixed("data_sizes", run.data_sizes))
     for name in ("validation", "test"):
-        row.update(_prefixed(name, section(metrics, name)))
-    for name in ("timing", "memory"):
-        row.update(_prefixed(name, section(run, name)))
-    row["notes"] = run.get("notes") or None
-    row["checkpoint_size_bytes"] = section(run, "checkpoint").get("size_bytes")
-    row["path"] = run["path"]
+        row.update(_prefixed(name, run.metrics.get(name) or {}))
+    row.update(_prefixed("timing", asdict(run.timing) if run.timing else {}))
+    row.update(_prefixed("memory", asdict(run.memory) if run.memory else {}))
+    row["notes"] = run.notes or None
+    row["checkpoint_size_bytes"] = run.checkpoint.size_bytes if run.checkpoint else None
+    row["path"] = run.path
     return row
 
 

@@ -19,6 +19,7 @@ from peftlab.report.aggregate import (
 )
 from peftlab.report.comparison import UNKNOWN
 from peftlab.report.quantization import REFERENCE, QuantGroup, QuantRow
+from peftlab.report.read import Run
 from peftlab.report.renderers import Block, Bold, Bullets, Heading, Image, Paragraph, Table
 from peftlab.result import RESULT_FILE
 
@@ -222,12 +223,12 @@ def plot_blocks(plots: dict[str, Path], notes: list[str]) -> list[Block]:
     return blocks + [Paragraph(note) for note in notes]
 
 
-def failed_table(failed: list[dict[str, Any]]) -> Table:
+def failed_table(failed: list[Run]) -> Table:
     """One row per failed run; a quant column when one of them had a quantized base."""
-    with_quant = any(str(run["quant"]) != REFERENCE for run in failed)
+    with_quant = any(run.quant != REFERENCE for run in failed)
     rows = [
-        [str(run["task"]), str(run["backbone"]), str(run["method"]), *([str(run["quant"])] if with_quant else []),
-         str(run["seed"]), error_summary(run.get("error")), f"`{run['path']}`"]
+        [run.task, run.backbone, run.method, *([run.quant] if with_quant else []), str(run.seed),
+         error_summary(run.error), f"`{run.path}`"]
         for run in failed
     ]
     return Table(["task", "backbone", "method", *(["quant"] if with_quant else []), "seed", "error", "file"], rows)
