@@ -46,11 +46,12 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.config
 import shlex
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,7 +155,7 @@ class TaskSequence:
         stage = self.stages[index]
         if index == len(self.stages) - 1:
             return {split: stage.result.metrics.get(split) for split in SPLITS}
-        from peftlab.run import RUNTIME_KEYS, evaluation_order, make_trainer
+        from peftlab.run import evaluation_order, make_trainer
 
         with tempfile.TemporaryDirectory() as scratch:  # Trainer wants an output folder; evaluating writes nothing
             trainer = make_trainer(stage.config, stage.prepared, Path(scratch))
@@ -165,8 +166,8 @@ class TaskSequence:
                     scored[split] = None
                     continue
                 values = stage.prepared.task.evaluate(trainer, evaluation_order(stage.config.trainer, dataset), split)
-                metrics = {key.removeprefix(f"{split}_"): value for key, value in values.items()}
-                scored[split] = {key: value for key, value in metrics.items() if key not in RUNTIME_KEYS}
+                # the metrics the stage's own result.json holds (`test_accuracy` as `accuracy`), not Trainer's timings
+                scored[split] = {key: values[f"{split}_{key}"] for key in stage.result.metrics[split]}
         return scored
 
     def _note(self, cfg: DictConfig) -> str:
@@ -272,19 +273,19 @@ def run_continual(overrides: list[str]) -> Path:
     out = Path(cfg.continual.dir).resolve()
     summary = read_summary(out, overrides, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    set_up_logging(out / LOG_FILE)
     if cfg.trainer.threads is not None:
         import torch
 
         torch.set_num_threads(cfg.trainer.threads)
-    for regime in regimes:
-        if regime in summary["regimes"]:
-            log.info("== %s finished before: read back from %s", regime, out / CONTINUAL_FILE)
-            continue
-        shutil.rmtree(out / regime, ignore_errors=True)  # an interrupted regime starts again from stage 1
-        summary["regimes"][regime] = run_regime(regime, configs[regime], out / regime)
-        (out / CONTINUAL_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        write_continual_report(out)
+    with logging_to(out / LOG_FILE):
+        for regime in regimes:
+            if regime in summary["regimes"]:
+                log.info("== %s finished before: read back from %s", regime, out / CONTINUAL_FILE)
+                continue
+            shutil.rmtree(out / regime, ignore_errors=True)  # an interrupted regime starts again from stage 1
+            summary["regimes"][regime] = run_regime(regime, configs[regime], out / regime)
+            (out / CONTINUAL_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+            write_continual_report(out)
     print(f"\ncontinual: {out / CONTINUAL_FILE}\nreport: {out / MARKDOWN_FILE}")
     return out / CONTINUAL_FILE
 
@@ -404,24 +405,34 @@ def read_summary(out: Path, overrides: list[str], cfg: DictConfig) -> dict[str, 
     }
 
 
-def set_up_logging(log_file: Path) -> None:
-    """peftlab's lines and what a user must act on to the console, everything to `log_file`: the
-    setup a run gets from conf/hydra/job_logging/peftlab.yaml, which Hydra applies to its own runs only."""
-    from peftlab.console import route_library_messages
+@contextmanager
+def logging_to(log_file: Path) -> Iterator[None]:
+    """While the command runs: peftlab's lines and what a user must act on to the console, every
+    message to `log_file`, as a run gets from conf/hydra/job_logging/peftlab.yaml (which Hydra
+    applies to its own runs only). Put back as it was after, for a caller in the same process."""
+    import transformers
 
-    logging.config.dictConfig({
-        "version": 1,
-        "formatters": {"simple": {"format": "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"}},
-        "filters": {"library_noise": {"()": "peftlab.console.KeepLibraryNoiseInTheLog"}},
-        "handlers": {
-            "console": {"class": "logging.StreamHandler", "formatter": "simple", "stream": "ext://sys.stdout",
-                        "filters": ["library_noise"]},
-            "file": {"class": "logging.FileHandler", "formatter": "simple", "filename": str(log_file)},
-        },
-        "root": {"level": "INFO", "handlers": ["console", "file"]},
-        "disable_existing_loggers": False,
-    })
+    from peftlab.console import KeepLibraryNoiseInTheLog, route_library_messages
+
+    formatter = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    console, file = logging.StreamHandler(sys.stdout), logging.FileHandler(log_file, encoding="utf-8")
+    console.addFilter(KeepLibraryNoiseInTheLog())
+    root, level = logging.getLogger(), logging.getLogger().level
+    for handler in (console, file):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
     route_library_messages()
+    try:
+        yield
+    finally:
+        for handler in (console, file):
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+        logging.captureWarnings(False)
+        transformers.logging.disable_propagation()
+        transformers.logging.enable_default_handler()
 
 
 if __name__ == "__main__":

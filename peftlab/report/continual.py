@@ -151,7 +151,8 @@ def plot_matrices(summary: dict[str, Any], path: Path) -> Path | None:
         for i, row in enumerate(grid):
             for j, value in enumerate(row):
                 if not math.isnan(value):
-                    axis.text(j, i, f"{value:.1f}", ha="center", va="center", color="white" if value < (low + high) / 2 else "black")
+                    color = "white" if value < (low + high) / 2 else "black"  # readable on viridis' dark and light ends
+                    axis.text(j, i, f"{value:.1f}", ha="center", va="center", color=color)
         axis.set_xticks(range(len(tasks)), [f"{j + 1} {task}" for j, task in enumerate(tasks)])
         axis.set_yticks(range(len(tasks)), [f"after {i + 1} {task}" for i, task in enumerate(tasks)])
         axis.set_xlabel("task scored (test)")
