@@ -71,8 +71,8 @@ def continual_blocks(summary: dict[str, Any], plot: Path | None) -> list[Block]:
         ]
     blocks += [
         Heading("Stages: what each trained on"),
-        Paragraph("The budget of every stage, as its run folder's result.json records it; examples after "
-                  "`task.max_train_samples` / `task.max_eval_samples`."),
+        Paragraph("The budget of every stage, as its run folder's result.json records it (`trainer.max_steps` > 0 "
+                  "overrides `trainer.epochs`); examples after `task.max_train_samples` / `task.max_eval_samples`."),
         stages_table(regimes),
     ]
     if plot is not None:
