@@ -272,6 +272,26 @@ class ProtocolConfig:
 
 
 @dataclass
+class ContinualStage:
+    """One task of a continual sequence: a conf/task file and what its stage changes (its budget:
+    `trainer.epochs=1`, `task.max_train_samples=2000`, ...)."""
+
+    task: str = MISSING
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ContinualConfig:
+    """conf/experiment/continual_*.yaml: the task sequence `python -m peftlab.continual` trains
+    one task after another (peftlab/continual.py), in each regime of `regimes`."""
+
+    tasks: list[ContinualStage] = MISSING
+    regimes: list[str] = MISSING  # full, shared_lora, adapter_per_task
+    data_dir: str | None = None  # each task's task.data.path is <data_dir>/<task>; null: the task's own
+    dir: str = MISSING  # a run folder per stage, continual.json and the report; the same folder again resumes
+
+
+@dataclass
 class PeftlabConfig:
     """conf/config.yaml: one run is backbone x method x task x quant x trainer."""
 
@@ -282,6 +302,7 @@ class PeftlabConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = MISSING
     protocol: ProtocolConfig | None = None
+    continual: ContinualConfig | None = None
     resume: bool = MISSING
     overwrite: bool = MISSING
 

@@ -250,12 +250,14 @@ def selection_metric(task: Task) -> str:
     return task.primary_metric if task.compute_metrics is not None else "loss"
 
 
-def run(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> Result:
+def run(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None, prepared: Prepared | None = None) -> Result:
     """The run in `run_dir`, from the beginning or continued from the resume checkpoint
     `resume_from`: Trainer restores what trains, the optimizer, the scheduler, the RNG states and
-    the position in the data, so the run ends as it would have without the interruption."""
+    the position in the data, so the run ends as it would have without the interruption.
+    `prepared`: a model made ready by the caller, e.g. a continual stage's, whose body is carried
+    over from the stage before (peftlab/continual.py); by default `prepare(cfg)` builds it."""
     reset_peak_memory()
-    prepared = prepare(cfg)
+    prepared = prepare(cfg) if prepared is None else prepared
     trainer = make_trainer(cfg, prepared, run_dir / TRAINER_DIR)
     resumed = None if resume_from is None else TrainerState.load_from_json(str(resume_from / TRAINER_STATE))
     if resumed is not None:

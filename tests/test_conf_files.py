@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from peftlab.__main__ import config_dir
+from peftlab.continual import REGIMES
 from tests.conftest import TINY_DECODER, compose_config
 
 GROUPS = ("backbone", "method", "task", "quant", "trainer", "experiment", "hparams_search")
@@ -48,11 +49,15 @@ def test_every_conf_file_composes_resolves_and_names_itself(group, name):
 
 def sweep_values(experiment: str) -> dict[str, list[str]]:
     """hydra.sweeper.params of an experiment: each key and the values it sweeps; for a protocol
-    experiment (`python -m peftlab.protocol`), the methods and seeds it runs."""
+    experiment (`python -m peftlab.protocol`), the methods and seeds it runs; for a continual one
+    (`python -m peftlab.continual`), its tasks and its regimes' methods."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     if cfg.get("protocol") is not None:
         return {"method": list(cfg.protocol.methods), "seed": [str(seed) for seed in cfg.protocol.seeds]}
+    if cfg.get("continual") is not None:
+        methods = sorted({REGIMES[regime].method for regime in cfg.continual.regimes})
+        return {"task": [stage.task for stage in cfg.continual.tasks], "method": methods}
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     overrides = OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
     return {

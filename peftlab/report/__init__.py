@@ -23,6 +23,9 @@ The package, in the order a report is made:
 - renderers.py: that document as Markdown and as self-contained HTML
 - results_csv.py, plots.py: results.csv, pareto.png and curves.png
 - cli.py: `write_report` and the command line
+- continual.py: the report of a `python -m peftlab.continual` folder (continual.json: accuracy
+  matrices, backward transfer, forgetting, heat map), which the command line writes for a folder
+  that holds one
 
 matplotlib is imported only when a plot is drawn: a Hydra callback can import this package at
 the end of a sweep for free."""

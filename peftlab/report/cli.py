@@ -10,6 +10,7 @@ from pathlib import Path
 
 from peftlab.report.aggregate import Thresholds, build_report
 from peftlab.report.comparison import DEFAULT_BIMODAL_RATIO, DEFAULT_CONVERGED_DELTA
+from peftlab.report.continual import is_continual, write_continual_report
 from peftlab.report.plots import write_plots
 from peftlab.report.quantization import quantization_groups
 from peftlab.report.read import NoResultsError, read_runs
@@ -53,7 +54,8 @@ def regenerate_command(directory: Path, out: Path, thresholds: Thresholds = Thre
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m peftlab.report",
-        description="Compare methods from the result.json files under a folder (a run or a sweep).",
+        description="Compare methods from the result.json files under a folder (a run or a sweep); for a "
+                    "continual-learning folder (it holds continual.json), its accuracy matrices and forgetting.",
     )
     parser.add_argument("directory", type=Path, help="folder searched recursively for result.json")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: DIRECTORY)")
@@ -72,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--converged-delta must be >= 0 and --bimodal-ratio in (0, 1]")
     thresholds = Thresholds(arguments.converged_delta, arguments.bimodal_ratio)
     try:
-        written = write_report(arguments.directory, arguments.out, thresholds)
+        if is_continual(arguments.directory):  # a `python -m peftlab.continual` folder: its own report
+            written = write_continual_report(arguments.directory, arguments.out)
+        else:
+            written = write_report(arguments.directory, arguments.out, thresholds)
     except NoResultsError as error:
         print(f"peftlab.report: error: {error}", file=sys.stderr)
         return 2
