@@ -15,7 +15,8 @@ which checks it.
 
 What types cannot say, `check_config` refuses before anything loads, in one paragraph: a key
 added with `+` that the schema lacks (Hydra opens a node for `+`, so `+quant.typo=1` composes),
-a number below its minimum, and training with neither epochs nor steps.
+a number below its minimum, training with neither epochs nor steps, and two ways of choosing the
+training set at once (`task.shots_per_class` with `task.max_train_samples`).
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ class TokenClassificationTask:
     max_length: int = minimum(1)
     max_train_samples: int | None = minimum(1)
     max_eval_samples: int | None = minimum(1)
+    shots_per_class: int | None = minimum(1)  # few-shot train and validation (peftlab/data/few_shot.py); None = off
     data_seed: int = MISSING
 
 
@@ -206,6 +208,7 @@ class SequenceClassificationTask:
     max_length: int = minimum(1)
     max_train_samples: int | None = minimum(1)
     max_eval_samples: int | None = minimum(1)
+    shots_per_class: int | None = minimum(1)  # few-shot train and validation (peftlab/data/few_shot.py); None = off
     data_seed: int = MISSING
 
 
@@ -351,6 +354,12 @@ def check_config(cfg: DictConfig) -> None:
             "trainer.select_best and trainer.early_stopping_patience choose by the validation scores taken during "
             "training, and trainer.eval_strategy='no' takes none: set trainer.eval_strategy=epoch (or steps, with "
             "trainer.eval_steps)"
+        )
+    if cfg.task.get("shots_per_class") is not None and cfg.task.max_train_samples is not None:
+        problems.append(
+            f"task.shots_per_class={cfg.task.shots_per_class} and task.max_train_samples={cfg.task.max_train_samples} "
+            "both choose the training set: set one of them to null (task.max_eval_samples may stay: it caps "
+            "validation and test after the few-shot draw)"
         )
     if problems:
         raise ConfigError("; ".join(problems) + ".")

@@ -45,7 +45,7 @@ SHAPE_OF_A_TINY_RUN = {
                           "columns": {"tokens": "str", "tags": "str"}, "hub_columns": "NoneType",
                           "validation_fraction": "float"},
                  "labels": "NoneType", "max_length": "int", "max_train_samples": "int", "max_eval_samples": "int",
-                 "data_seed": "int"},
+                 "shots_per_class": "NoneType", "data_seed": "int"},
         "quant": {"name": "str", "bits": "NoneType"},
         "trainer": {"epochs": "int", "max_steps": "int", "batch_size": "int", "eval_batch_size": "int", "lr": "float",
                     "weight_decay": "float", "warmup": "float", "scheduler": "str", "grad_accum": "int",

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from peftlab.data.columns import Example, Table, select_columns
 from peftlab.data.conll import CONLL_EXTENSIONS, read_conll_dir
 from peftlab.data.demo_ner import make_demo_ner
+from peftlab.data.few_shot import ShotRule, draw_few_shot, few_shot_note
 from peftlab.data.jsonl import JSONL_EXTENSIONS, read_jsonl_dir
 from peftlab.data.label_text import LABEL_TEXT_EXTENSIONS, read_label_text_dir
 from peftlab.data.splits import carve_validation, find_split_files
@@ -102,11 +103,12 @@ def _local_fingerprint(data: DictConfig) -> str | None:
     return f"sha256:{digest.hexdigest()[:FINGERPRINT_HEX_DIGITS]}"
 
 
-def arrange_splits(splits: Splits, task: DictConfig) -> tuple[Splits, list[str]]:
-    """The split rule every task kind shares, then the subsample. A missing validation split is
-    carved from train (`task.data.validation_fraction`, seeded by `task.data_seed`); a missing
-    test split stays missing. Returns the splits in train, validation, test order and the notes
-    a reader of result.json must see."""
+def arrange_splits(splits: Splits, task: DictConfig, shot_rule: ShotRule | None = None) -> tuple[Splits, list[str]]:
+    """The split rule every task kind shares, then the few-shot draw and the subsample. A
+    missing validation split is carved from train (`task.data.validation_fraction`, seeded by
+    `task.data_seed`); a missing test split stays missing. With `task.shots_per_class`, train and
+    validation are drawn by the kind's `shot_rule` (peftlab/data/few_shot.py). Returns the splits
+    in train, validation, test order and the notes a reader of result.json must see."""
     notes = []
     seed = task.data_seed
     if "validation" not in splits:
@@ -117,12 +119,22 @@ def arrange_splits(splits: Splits, task: DictConfig) -> tuple[Splits, list[str]]
             f"the data has no validation split: {len(validation)} of {len(train) + len(validation)} training "
             f"examples were held out as validation (task.data.validation_fraction={fraction}, task.data_seed={seed})"
         )
+    shots = task.get("shots_per_class")
+    few_shot = None
+    if shots is not None:
+        if shot_rule is None:
+            raise ConfigError(f"task {task.name!r}: its kind ({task.kind}) has no few-shot rule; set task.shots_per_class=null.")
+        few_shot = draw_few_shot(splits["train"], splits["validation"], shots, seed, shot_rule)
+        splits = {**splits, "train": few_shot.train.examples, "validation": few_shot.validation.examples}
     arranged = {
         "train": subsample(splits["train"], task.max_train_samples, seed),
         "validation": subsample(splits["validation"], task.max_eval_samples, seed),
     }
     if "test" in splits:
         arranged["test"] = subsample(splits["test"], task.max_eval_samples, seed)
+    if few_shot is not None:
+        whole_test = len(splits["test"]) if "test" in splits else None
+        notes.append(few_shot_note(few_shot, {split: len(examples) for split, examples in arranged.items()}, whole_test))
     return arranged, notes
 
 

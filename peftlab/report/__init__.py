@@ -8,7 +8,9 @@ as mean ± sample std over seeds, the gap to full fine-tuning, memory, time and 
 Beside the numbers, what a reader must know before acting on them: a Δ against full fine-tuning
 trained on another budget, a run still improving when it stopped, seeds that split into learned
 and not, the runs' own notes and the examples actually used. Where a method ran on more than one
-quantized base (`quant`), one more table per method compares them with the float base. Writes
+quantized base (`quant`), one more table per method compares them with the float base; where runs
+differ in training-set size (`task.shots_per_class`, `task.max_train_samples`), a data-efficiency
+table and efficiency.png/.csv put the metric against the training examples. Writes
 report.md, a self-contained report.html, results.csv (one row per run) and, with matplotlib (the
 `report` extra), pareto.png and curves.png.
 
@@ -19,6 +21,7 @@ The package, in the order a report is made:
   convergence, bimodal seeds)
 - aggregate.py: groups and rows, pure numbers, so the tests check numbers, not text
 - quantization.py: the same runs by quantized base, where a method ran on more than one
+- efficiency.py: the same runs by training-set size (data efficiency), where they differ in it
 - tables.py: the document (headings, tables, notes) built from the groups
 - renderers.py: that document as Markdown and as self-contained HTML
 - results_csv.py, plots.py: results.csv, pareto.png and curves.png

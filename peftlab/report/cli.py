@@ -11,6 +11,7 @@ from pathlib import Path
 from peftlab.report.aggregate import Thresholds, build_report
 from peftlab.report.comparison import DEFAULT_BIMODAL_RATIO, DEFAULT_CONVERGED_DELTA
 from peftlab.report.continual import is_continual, write_continual_report
+from peftlab.report.efficiency import efficiency_blocks, efficiency_views, write_efficiency
 from peftlab.report.plots import write_plots
 from peftlab.report.quantization import quantization_groups
 from peftlab.report.read import NoResultsError, read_runs
@@ -24,7 +25,8 @@ MARKDOWN_FILE, HTML_FILE, CSV_FILE = "report.md", "report.html", "results.csv"
 def write_report(directory: Path, out: Path | None = None, thresholds: Thresholds = Thresholds()) -> dict[str, Path]:
     """Read every result.json under `directory` and write the report into `out` (default:
     `directory`). Returns what was written by name (markdown, html, csv, and pareto and curves
-    when drawn). Raises NoResultsError when the folder is missing or holds no result.json."""
+    when drawn; efficiency and efficiency_csv where runs differ in training-set size). Raises
+    NoResultsError when the folder is missing or holds no result.json."""
     directory = Path(directory)
     out = directory if out is None else Path(out)
     runs, unreadable = read_runs(directory)
@@ -32,12 +34,17 @@ def write_report(directory: Path, out: Path | None = None, thresholds: Threshold
     out.mkdir(parents=True, exist_ok=True)
     plots, plot_notes = write_plots(report.groups, out)
     quantization = quantization_groups(runs)
-    blocks = report_blocks(report, quantization, regenerate_command(directory, out, thresholds), plots, plot_notes)
+    views = efficiency_views(runs)
+    efficiency, efficiency_notes = write_efficiency(views, out)
+    blocks = report_blocks(
+        report, quantization, regenerate_command(directory, out, thresholds), plots, plot_notes,
+        efficiency_blocks(views, efficiency, efficiency_notes),
+    )
     written = {"markdown": out / MARKDOWN_FILE, "html": out / HTML_FILE, "csv": out / CSV_FILE}
     written["markdown"].write_text(to_markdown(blocks), encoding="utf-8")
     written["html"].write_text(to_html(blocks), encoding="utf-8")
     write_results_csv(results_rows(report), written["csv"])
-    return {**written, **plots}
+    return {**written, **plots, **efficiency}
 
 
 def regenerate_command(directory: Path, out: Path, thresholds: Thresholds = Thresholds()) -> str:

@@ -2,7 +2,7 @@
 Pure functions over the runs' Results; the rest of peftlab/report/ renders what they find.
 
 - Runs are comparable when they differ only in method and seed. `group_settings` is everything
-  else that changes the question (model source, the data's contents, subsample sizes, data seed,
+  else that changes the question (model source, the data's contents, subsample sizes and few-shot K, data seed,
   sequence length, quantization): the report never pools two runs whose settings differ.
 - Within a table every method is compared with full fine-tuning, but a method trained on another
   budget (epochs or steps, batch size, accumulation) is marked: `budget_differences`.
@@ -25,7 +25,7 @@ from peftlab.result import Result
 # `backbone.pretrained=` override keeps the backbone's name.
 GROUP_SETTINGS = (
     "backbone.pretrained", "backbone.revision", "backbone.gguf_file", "task.data.hub_config",
-    "task.max_train_samples", "task.max_eval_samples", "task.data_seed", "task.max_length",
+    "task.max_train_samples", "task.max_eval_samples", "task.shots_per_class", "task.data_seed", "task.max_length",
 )
 QUANT_SECTION = "quant"  # every key of config.quant splits tables too (bits, quant_type, double_quant, ...)
 FINGERPRINT = "dataset_fingerprint"  # result.json's, None in files written before it existed

@@ -43,8 +43,11 @@ HOW_TO_READ = (
 
 
 def report_blocks(
-    report: Report, quantization: list[QuantGroup], command: str, plots: dict[str, Path], plot_notes: list[str]
+    report: Report, quantization: list[QuantGroup], command: str, plots: dict[str, Path], plot_notes: list[str],
+    views: list[Block] = (),
 ) -> list[Block]:
+    """The whole document; `views` are other views across the tables (data efficiency), placed
+    after the tables and before the plots."""
     ok, failed = len(report.runs) - len(report.failed), len(report.failed)
     read = len(report.runs) + len(report.unreadable)
     blocks: list[Block] = [
@@ -60,6 +63,7 @@ def report_blocks(
         blocks += group_blocks(group)
     for quant_group in quantization:
         blocks += quantization_blocks(quant_group)
+    blocks += views
     blocks += plot_blocks(plots, plot_notes)
     if report.failed:
         blocks += [Heading("Failed runs"), failed_table(report.failed)]

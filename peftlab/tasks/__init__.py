@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase, Trainer
 
 from peftlab.backbones import load_model
+from peftlab.data.few_shot import ShotRule
 from peftlab.data.sources import Splits, arrange_splits, load_splits
 from peftlab.errors import ConfigError, DataError
 from peftlab.heads import head_modules
@@ -62,13 +63,18 @@ class Task:
         subsample, so a label set is read from all of train), then arranged. A missing test
         split is allowed: the run then reports validation only and says so."""
         splits = self.check(load_splits(self.config.data))
-        arranged, self.notes = arrange_splits(splits, self.config)
+        arranged, self.notes = arrange_splits(splits, self.config, self.shot_rule())
         return arranged
 
     def check(self, splits: Splits) -> Splits:
         """Refuse what this kind cannot train on, naming the split and the fix; return the splits
         in the shape `encode` takes."""
         return splits
+
+    def shot_rule(self) -> ShotRule | None:
+        """How `task.shots_per_class` draws K of each class (peftlab/data/few_shot.py), after
+        `check` has fixed the label set; None for a kind without classes."""
+        return None
 
     def build_model(self, backbone: DictConfig, quant: DictConfig) -> torch.nn.Module:
         return load_model(self.auto_model, backbone, quant, **self.model_kwargs())

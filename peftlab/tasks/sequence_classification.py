@@ -28,6 +28,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from peftlab.data.columns import Example
+from peftlab.data.few_shot import PerLabel
 from peftlab.data.labels import label_names, pinned_label_names
 from peftlab.data.sources import Splits
 from peftlab.errors import DataError
@@ -64,6 +65,9 @@ class SequenceClassification(Task):
             self._check_examples(split, examples)
         self.labels = label_names(splits, pinned_label_names(self.config), self.data_source())
         return splits
+
+    def shot_rule(self) -> PerLabel:
+        return PerLabel(self.labels)
 
     def model_kwargs(self) -> dict[str, Any]:
         return {**label_head(self.labels), "problem_type": "single_label_classification"}

@@ -18,6 +18,7 @@ from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
+from peftlab.data.few_shot import EntityCover
 from peftlab.data.sources import Splits
 from peftlab.errors import DataError
 from peftlab.tasks import IGNORED, PLAIN_INPUT, InputLayout, Task, label_head, logits_of, trained_labels
@@ -84,6 +85,9 @@ class TokenClassification(Task):
         for split, sentences in splits.items():
             self._check_tags(split, sentences)
         return splits
+
+    def shot_rule(self) -> EntityCover:
+        return EntityCover(self.labels)
 
     def model_kwargs(self) -> dict[str, Any]:
         return label_head(self.labels)
