@@ -54,7 +54,8 @@ class InContextPrompting(AppliedMethod):
         demonstrations, as the prompts' text."""
         pairs = [{"prompt": prompt, "completion": completion} for prompt, completion in self.demonstrations]
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / DEMONSTRATIONS_FILE).write_text(json.dumps({"demonstrations": pairs}, indent=2) + "\n", encoding="utf-8")
+        text = json.dumps({"demonstrations": pairs}, indent=2) + "\n"
+        (directory / DEMONSTRATIONS_FILE).write_text(text, encoding="utf-8")
         return save_trainable(self.model, directory)
 
     def load(self, directory: Path) -> None:

@@ -267,8 +267,11 @@ class Generation(Task):
         import datasets
 
         self._adopt(tokenizer)
+        tokenized = {split: self._tokenize_split(rows, layout.demonstrations) for split, rows in splits.items()}
+        if layout.demonstrations:
+            self._require_room_for_demonstrations(tokenized, len(layout.demonstrations))
         return {
-            split: datasets.Dataset.from_list(self._encode_split(split, rows, layout.demonstrations))
+            split: datasets.Dataset.from_list(self._encode_split(split, rows, *tokenized[split]))
             for split, rows in splits.items()
         }
 
@@ -372,12 +375,16 @@ class Generation(Task):
             )
         return [{"prompt": str(row["prompt"]), "completion": str(row["completion"])} for row in rows]
 
-    def _encode_split(self, split: str, rows: list[dict], demonstrations: Demonstrations = ()) -> list[dict]:
-        tokenizer = self.tokenizer
+    def _tokenize_split(self, rows: list[dict], demonstrations: Demonstrations) -> tuple[list[list[int]], ...]:
+        """Token ids of each row's prompt (after the demonstrations) and of its completion."""
         prompt_ids = self._prompt_ids([row["prompt"] for row in rows], demonstrations)
-        completion_ids = tokenizer([row["completion"] for row in rows], add_special_tokens=False)["input_ids"]
-        if demonstrations:
-            self._require_room_for_demonstrations(split, prompt_ids, completion_ids, len(demonstrations))
+        completion_ids = self.tokenizer([row["completion"] for row in rows], add_special_tokens=False)["input_ids"]
+        return prompt_ids, completion_ids
+
+    def _encode_split(
+        self, split: str, rows: list[dict], prompt_ids: list[list[int]], completion_ids: list[list[int]]
+    ) -> list[dict]:
+        tokenizer = self.tokenizer
         encoded = []
         for index, (row, prompt, completion) in enumerate(zip(rows, prompt_ids, completion_ids)):
             keep_first = 1 if prompt[:1] == [tokenizer.bos_token_id] else 0
@@ -409,19 +416,22 @@ class Generation(Task):
         messages = [message for turn in turns for message in turn] + [{"role": "user", "content": prompt}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def _require_room_for_demonstrations(
-        self, split: str, prompt_ids: list[list[int]], completion_ids: list[list[int]], shots: int
-    ) -> None:
-        """Refuse prompts that would lose the start of their demonstrations to `task.max_length`:
-        every example is shown all of them, or the run does not start."""
-        needed = [len(prompt) + len(completion) + 1 for prompt, completion in zip(prompt_ids, completion_ids)]
-        longest = max(range(len(needed)), key=needed.__getitem__)
-        if needed[longest] > self.config.max_length:
+    def _require_room_for_demonstrations(self, tokenized: dict[str, tuple[list, list]], shots: int) -> None:
+        """Refuse prompts that would lose the start of their demonstrations to `task.max_length`,
+        naming the longest example of all splits: every example is shown all of them, or the run
+        does not start."""
+        needed = {
+            (split, index): (len(prompt), len(prompt) + len(completion) + 1)
+            for split, (prompt_ids, completion_ids) in tokenized.items()
+            for index, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids))
+        }
+        (split, index), (prompt, total) = max(needed.items(), key=lambda item: item[1][1])
+        if total > self.config.max_length:
             raise ConfigError(
-                f"with {shots} demonstrations (method.shots), example {longest} of the {split!r} split takes "
-                f"{len(prompt_ids[longest])} prompt tokens and {needed[longest] - len(prompt_ids[longest])} for its "
-                f"completion and EOS: {needed[longest]} tokens, more than task.max_length={self.config.max_length}, and "
-                f"demonstrations are never cut. Raise task.max_length to at least {needed[longest]}, or lower method.shots."
+                f"with {shots} demonstrations (method.shots), example {index} of the {split!r} split, the longest, "
+                f"takes {prompt} prompt tokens and {total - prompt} for its completion and EOS: {total} tokens, "
+                f"more than task.max_length={self.config.max_length}, and demonstrations are never cut. Raise "
+                f"task.max_length to at least {total}, or lower method.shots."
             )
 
     def _check_config(self) -> None:
