@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.utils import get_class
 
 from peftlab.__main__ import config_dir
+from peftlab.methods import serves
 from peftlab.result import ParamCount
 from peftlab.run import prepare
 
@@ -22,13 +24,12 @@ README_OVERRIDES = ("backbone=minilm", "task=ner")  # what the README's method t
 
 
 def method_counts(overrides: list[str]) -> dict[str, ParamCount]:
-    """method -> what `prepare()` counts for it, for every file of conf/method/."""
+    """method -> what `prepare()` counts for it, for every file of conf/method/ whose method
+    serves the task (in-context prompting runs on generation tasks only)."""
     methods = sorted(path.stem for path in (Path(config_dir()) / "method").glob("*.yaml"))
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return {
-            method: prepare(compose(config_name="config", overrides=[*overrides, f"method={method}"])).params
-            for method in methods
-        }
+        configs = [compose(config_name="config", overrides=[*overrides, f"method={method}"]) for method in methods]
+        return {cfg.method.name: prepare(cfg).params for cfg in configs if serves(cfg.method, get_class(cfg.task.kind))}
 
 
 def counts_table(counts: dict[str, ParamCount]) -> str:

@@ -30,10 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import TrainerCallback
 
 from peftlab.__main__ import config_dir
+from peftlab.methods import serves
+from peftlab.tasks.token_classification import TokenClassification
 from peftlab.result import git_sha, package_versions
 from peftlab.run import evaluation_order, make_trainer, prepare
 from plain_loop import (  # beside this script
@@ -84,8 +87,10 @@ class StepClock(TrainerCallback):
 
 
 def method_names() -> list[str]:
-    """Every conf/method/*.yaml, full fine-tuning first."""
-    names = sorted(path.stem for path in (Path(config_dir()) / "method").glob("*.yaml"))
+    """Every conf/method/*.yaml that trains on token classification (in-context prompting does
+    not, and has no step), full fine-tuning first."""
+    paths = sorted((Path(config_dir()) / "method").glob("*.yaml"))
+    names = [path.stem for path in paths if serves(OmegaConf.load(path), TokenClassification)]
     return ["full"] + [name for name in names if name != "full"]
 
 

@@ -42,9 +42,9 @@ class ParamCount:
 
 @dataclass(frozen=True)
 class Timing:
-    train_seconds: float
-    train_samples_per_second: float
-    train_tokens_per_second: float  # real (non-padding) tokens
+    train_seconds: float  # 0.0 for a method that trains nothing (evaluated as loaded)
+    train_samples_per_second: float | None  # None where nothing trained
+    train_tokens_per_second: float | None  # real (non-padding) tokens; None where nothing trained
     eval_seconds: float  # every evaluated split, generation included
     torch_threads: int | None  # timings compare only at equal threads; None in runs older than the key
 

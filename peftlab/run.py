@@ -19,6 +19,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Sampler, SequentialSampler
 from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, Trainer, TrainerState, TrainingArguments
+from transformers.trainer_utils import TrainOutput
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.utils import SAFE_WEIGHTS_NAME
 
@@ -30,7 +31,7 @@ from peftlab.data.sources import dataset_identity
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.guards import StopOnNonFiniteLoss
 from peftlab.measure import model_bytes, peak_memory, reset_peak_memory
-from peftlab.methods import AppliedMethod, MethodContext, apply_method
+from peftlab.methods import AppliedMethod, MethodContext, apply_method, check_task_kind
 from peftlab.params import count_base, count_trainable, in_modules
 from peftlab.quant.loading import require_float_head
 from peftlab.quant.options import check_quantization
@@ -97,6 +98,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     transformers.set_seed(cfg.seed)  # before any module exists: head and adapter init repeat
 
     task = build_task(cfg.task)
+    check_task_kind(cfg.method, task)
     splits = task.prepare_data()
     tokenizer = load_tokenizer(cfg.backbone)
     model = task.build_model(cfg.backbone, cfg.quant)
@@ -107,19 +109,23 @@ def prepare(cfg: DictConfig) -> Prepared:
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(in_modules(name, head))
     before = count_base(model, head)
-    method = apply_method(model, cfg.method, method_context(cfg, task, model, head))
+    method = apply_method(model, cfg.method, method_context(cfg, task, model, head, splits["train"]))
     params = count_trainable(method.model, before, head)
-    _check_something_trains(cfg, params)
+    _check_something_trains(cfg, params, method)
     log.info(
         "%s on %s with %s: %d trainable parameters (%.3f%% of %d; head %d)",
         cfg.method.name, cfg.task.name, cfg.backbone.name, params.trainable, params.trainable_pct,
         params.base_total + params.head, params.head,
     )
-    return Prepared(task, tokenizer, method.model, params, task.encode(splits, tokenizer), loaded_bytes, method)
+    encoded = task.encode(splits, tokenizer, method.input_layout)
+    return Prepared(task, tokenizer, method.model, params, encoded, loaded_bytes, method)
 
 
-def method_context(cfg: DictConfig, task: Task, model: torch.nn.Module, head: list[str]) -> MethodContext:
-    """What the method learns of the backbone and the task, for training and for predict alike."""
+def method_context(
+    cfg: DictConfig, task: Task, model: torch.nn.Module, head: list[str], demonstration_pool: list[dict] = ()
+) -> MethodContext:
+    """What the method learns of the backbone and the task, for training and for predict alike
+    (predict has no training split: `demonstration_pool` stays empty there)."""
     return MethodContext(
         backbone_name=cfg.backbone.name,
         pretrained=model_source(cfg.backbone),
@@ -129,6 +135,8 @@ def method_context(cfg: DictConfig, task: Task, model: torch.nn.Module, head: li
         hidden_size=model.config.hidden_size,
         max_positions=model.config.max_position_embeddings,
         max_length=cfg.task.max_length,
+        demonstration_pool=demonstration_pool,
+        data_seed=cfg.task.data_seed,
     )
 
 
@@ -262,8 +270,8 @@ def run(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None, prepare
     resumed = None if resume_from is None else TrainerState.load_from_json(str(resume_from / TRAINER_STATE))
     if resumed is not None:
         log.info("resuming after step %d from %s", resumed.global_step, resume_from)
-    trained = trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
-    selection = _selection(cfg.trainer, trainer.state, selection_metric(prepared.task))
+    trained = train(trainer, prepared.method, resume_from)
+    selection = _selection(cfg.trainer, trainer.state, selection_metric(prepared.task)) if trained is not None else None
     evaluated = {
         split: prepared.task.evaluate(trainer, evaluation_order(cfg.trainer, prepared.encoded[split]), split)
         for split in EVALUATED_SPLITS
@@ -277,9 +285,10 @@ def run(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None, prepare
 
     primary = prepared.task.primary_metric
     metrics = {split: _strip(values, split, RUNTIME_KEYS) for split, values in evaluated.items()}
-    train_seconds = trained.metrics["train_runtime"]
     result = _identity(cfg, status="ok")
     result.notes.extend(prepared.task.notes)
+    if trained is None:
+        result.notes.append(f"method {cfg.method.name} trains nothing: the model was evaluated as loaded")
     result.data_sizes = _data_sizes(prepared.encoded)
     if "test" not in metrics:
         metrics["test"] = None
@@ -290,21 +299,45 @@ def run(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None, prepare
     result.history = _history(trainer.state.log_history)
     if resumed is not None:
         result.notes.append(f"resumed after step {resumed.global_step}: timing and memory cover the resumed part only")
-    tokens_trained_here = trainer.state.num_input_tokens_seen - (resumed.num_input_tokens_seen if resumed else 0)
-    result.timing = Timing(
-        train_seconds=train_seconds,
-        train_samples_per_second=trained.metrics["train_samples_per_second"],
-        train_tokens_per_second=tokens_trained_here / train_seconds,
-        eval_seconds=sum(values[f"{split}_runtime"] for split, values in evaluated.items()),
-        torch_threads=torch.get_num_threads(),
-    )
+    result.timing = _timing(trained, trainer.state, resumed, evaluated)
     result.memory = Memory(**peak_memory(), model_bytes=prepared.model_bytes)
     result.checkpoint = Checkpoint(path=str(checkpoint_dir), size_bytes=checkpoint_bytes)
     result.selection = selection
     result.notes.extend(_restored_checkpoint_notes(selection, metrics["validation"]))
     scores = "  ".join(f"{split} {primary}={values[primary]:.4f}" for split, values in metrics.items() if values)
-    log.info("%s  (train %.1fs)", scores, train_seconds)
+    log.info("%s  (train %.1fs)", scores, result.timing.train_seconds)
     return result
+
+
+def train(trainer: Trainer, method: AppliedMethod, resume_from: Path | None) -> TrainOutput | None:
+    """Train, unless the method trains nothing by design (`AppliedMethod.trains`, in-context
+    prompting): then nothing is trained and None is returned, and the run evaluates the model as
+    loaded. The rule is the method's flag, not a count of zero, so a method that should train but
+    finds nothing to (BitFit without biases) is still refused in `prepare`. Trainer.train would
+    build an optimizer over no parameters (torch refuses an empty list) and save checkpoints of
+    nothing; Trainer is still what evaluates."""
+    if not method.trains:
+        log.info("method %s trains nothing: evaluating the model as loaded", type(method).__name__)
+        return None
+    return trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
+
+
+def _timing(
+    trained: TrainOutput | None, state: TrainerState, resumed: TrainerState | None, evaluated: dict[str, dict]
+) -> Timing:
+    """Training throughput, and None for it where nothing trained (0 s of training, no rate)."""
+    eval_seconds = sum(values[f"{split}_runtime"] for split, values in evaluated.items())
+    if trained is None:
+        return Timing(0.0, None, None, eval_seconds, torch.get_num_threads())
+    train_seconds = trained.metrics["train_runtime"]
+    tokens_trained_here = state.num_input_tokens_seen - (resumed.num_input_tokens_seen if resumed else 0)
+    return Timing(
+        train_seconds=train_seconds,
+        train_samples_per_second=trained.metrics["train_samples_per_second"],
+        train_tokens_per_second=tokens_trained_here / train_seconds,
+        eval_seconds=eval_seconds,
+        torch_threads=torch.get_num_threads(),
+    )
 
 
 def evaluation_order(trainer: DictConfig, dataset: Any) -> Any:
@@ -421,11 +454,17 @@ def _restored_checkpoint_notes(selection: Selection | None, validation: dict[str
 
 
 
-def _check_something_trains(cfg: DictConfig, params: ParamCount) -> None:
+def _check_something_trains(cfg: DictConfig, params: ParamCount, method: AppliedMethod) -> None:
     """Refuse a run that would train nothing: a method whose weights this backbone lacks (BitFit
     on a model without biases) or that trains only the head of a task without one (head-only on
-    a causal LM, whose output layer is the pretrained LM head)."""
-    if params.trainable == 0:
+    a causal LM, whose output layer is the pretrained LM head). A method that trains nothing by
+    design is evaluated as loaded, so it must not meet a task head, which would be scored untrained."""
+    if not method.trains and params.trainable > 0:
+        raise ConfigError(
+            f"method {cfg.method.name!r} trains nothing, and task {cfg.task.name!r} has a head of {params.head} "
+            "parameters that would be evaluated untrained. Use it on a task without a head (a generation task)."
+        )
+    if method.trains and params.trainable == 0:
         raise ConfigError(
             f"method {cfg.method.name!r} made 0 parameters trainable on backbone {cfg.backbone.name!r}, and "
             f"task {cfg.task.name!r} has no head of its own that trains: nothing would learn. Choose a method "

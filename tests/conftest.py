@@ -157,9 +157,23 @@ def tiny_cls_config(tiny_backbone: Path, tiny_cls_dir: Path):
     return tiny_composer("classification", tiny_cls_dir, tiny_backbone)
 
 
-def method_names() -> list[str]:
-    """Every method peftlab ships: the files of conf/method/, not a list kept by hand."""
-    return sorted(path.stem for path in (Path(config_dir()) / "method").glob("*.yaml"))
+TOKEN_CLASSIFICATION = "token_classification.TokenClassification"  # task kinds, in peftlab.tasks
+SEQUENCE_CLASSIFICATION = "sequence_classification.SequenceClassification"
+GENERATION = "generation.Generation"
+
+
+def method_names(task_kind: str | None = None) -> list[str]:
+    """Every method peftlab ships: the files of conf/method/, not a list kept by hand; with
+    `task_kind` (one of the kinds above), those that serve it (`method.task_kinds`)."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    from peftlab.methods import serves
+
+    kind = get_class(f"peftlab.tasks.{task_kind}") if task_kind else None
+
+    paths = sorted((Path(config_dir()) / "method").glob("*.yaml"))
+    return [path.stem for path in paths if kind is None or serves(OmegaConf.load(path), kind)]
 
 
 def shared_data(name: str) -> Path:

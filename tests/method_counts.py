@@ -96,6 +96,7 @@ FORMULAS = {
     "adapter_pfeiffer": lambda m, s, body: adapter(m, s),
     "prompt_tuning": lambda m, s, body: m.num_virtual_tokens * s.hidden,
     "prefix_tuning": lambda m, s, body: m.num_virtual_tokens * s.layers * 2 * s.key_value_width,  # keys and values
+    "in_context": lambda m, s, body: 0,  # demonstrations in the prompt, no parameter
 }
 
 

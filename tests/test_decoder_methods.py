@@ -12,7 +12,7 @@ from transformers import GenerationConfig, LlamaForCausalLM
 from peftlab.errors import ConfigError
 from peftlab.run import prepare
 from peftlab.tasks.generation import generate_completions
-from tests.conftest import method_names
+from tests.conftest import GENERATION, method_names
 from tests.method_counts import TINY_LLAMA, expected_method_parameters
 from tests.model_helpers import logits, optimizer_steps
 
@@ -30,18 +30,23 @@ def fixed_batch(prepared, size: int = 8) -> dict[str, torch.Tensor]:
     return prepared.task.collator(prepared.tokenizer)([prepared.encoded["train"][i] for i in range(size)])
 
 
-@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("method", method_names(GENERATION))
 def test_each_method_trains_its_formula_on_the_decoder_or_is_refused(method, tiny_gen_config):
     """A causal LM has no task head, so a method whose formula is 0 here (head-only; BitFit,
-    as Llama has no biases) would train nothing and must be refused."""
+    as Llama has no biases) would train nothing and must be refused, unless it trains nothing by
+    design (in-context prompting), and is then evaluated as loaded."""
     cfg = tiny_gen_config(f"method={method}")
     expected = expected_on_the_decoder(cfg)
     if expected == 0:
-        with pytest.raises(ConfigError) as refused:
-            prepare(cfg)
-        message = str(refused.value)
-        assert f"method {method!r} made 0 parameters trainable on backbone 'smollm2'" in message
-        assert "method=lora" in message
+        try:
+            prepared = prepare(cfg)
+        except ConfigError as refused:
+            message = str(refused)
+            assert f"method {method!r} made 0 parameters trainable on backbone 'smollm2'" in message
+            assert "method=lora" in message
+            return
+        assert not prepared.method.trains, f"{method} made nothing trainable and was not refused"
+        assert prepared.params.trainable == prepared.params.head == 0
         return
     prepared = prepare(cfg)
     assert prepared.params.head == 0
@@ -49,11 +54,11 @@ def test_each_method_trains_its_formula_on_the_decoder_or_is_refused(method, tin
     assert prepared.params.base_total == decoder_parameters(cfg)
 
 
-@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("method", method_names(GENERATION))
 def test_each_method_learns_generates_and_restores_on_the_decoder(method, tiny_gen_config, tmp_path):
     cfg = tiny_gen_config(f"method={method}")
     if expected_on_the_decoder(cfg) == 0:
-        pytest.skip(f"{method} trains nothing on a causal LM: refused (the test above)")
+        pytest.skip(f"{method} trains nothing on a causal LM: refused or evaluated only (the test above)")
     prepared = prepare(cfg)
     batch = fixed_batch(prepared)
     frozen = {n: p.detach().clone() for n, p in prepared.model.named_parameters() if not p.requires_grad}

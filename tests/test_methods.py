@@ -10,7 +10,7 @@ import transformers
 
 from peftlab.errors import ConfigError, Unsupported
 from peftlab.run import make_trainer, prepare
-from tests.conftest import method_names
+from tests.conftest import TOKEN_CLASSIFICATION, method_names
 from tests.model_helpers import adds_context, assert_zero_init_is_identity, audit_training, body_parameters, fixed_batch, logits
 from tests.method_counts import FFN, FORMULAS, H, LAYERS, TINY_BERT, expected_method_parameters
 
@@ -28,7 +28,7 @@ def test_every_method_file_has_a_parameter_formula(method):
     assert method in FORMULAS, f"conf/method/{method}.yaml has no parameter formula: add one to FORMULAS in tests/method_counts.py"
 
 
-@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("method", method_names(TOKEN_CLASSIFICATION))
 def test_trainable_count_matches_an_independent_formula(method, tiny_config):
     cfg = tiny_config(f"method={method}")
     prepared = prepare(cfg)
@@ -44,7 +44,7 @@ def test_trainable_count_matches_an_independent_formula(method, tiny_config):
 
 
 
-@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("method", method_names(TOKEN_CLASSIFICATION))
 def test_training_moves_only_what_the_method_owns_and_the_loss_falls(method, tiny_config, tmp_path):
     cfg = tiny_config(f"method={method}")
     prepared, batch, trained_logits = audit_training(cfg, tmp_path / "checkpoint")
@@ -57,7 +57,7 @@ def test_training_moves_only_what_the_method_owns_and_the_loss_falls(method, tin
         assert torch.allclose(trained_logits, logits(merged, batch), atol=1e-5)
 
 
-@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("method", method_names(TOKEN_CLASSIFICATION))
 def test_methods_that_start_at_zero_change_nothing_before_the_first_step(method, tiny_config):
     assert_zero_init_is_identity(tiny_config(f"method={method}"))
 

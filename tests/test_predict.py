@@ -53,6 +53,8 @@ def text_arguments(lines: list[str]) -> list[str]:
         ("ner", "ner_qlora", ["method=lora", "quant=nf4"], True),  # the base quantized again as the run did
         ("classification", "classification_lora", ["method=lora"], False),
         ("generation", "generation_lora", ["method=lora"], False),
+        # nothing trained: the demonstrations come from the checkpoint, not the training data
+        ("generation", "generation_in_context", ["method=in_context", "method.shots=3"], False),
     ],
 )
 def test_predictions_on_the_test_split_are_the_ones_the_run_evaluated(kind, name, overrides, words, trained, capsys, tmp_path):

@@ -362,6 +362,38 @@ def test_epochs_are_not_compared_when_max_steps_sets_the_budget(tmp_path):
     assert rows["bitfit"].budget_differences == ["trainer.max_steps=100 (full: 200)"]
 
 
+def prompted(seed: int, test_f1: float) -> dict:
+    """An in_context run's result.json: nothing trained, so 0 parameters, 0 s and no rate."""
+    run = configured(result("head_only", seed, test_f1), {"trainer.epochs": 1, "method.name": "in_context"})
+    run.update(
+        method="in_context",
+        params={"base_total": 22_561_920, "trainable": 0, "method": 0, "head": 0, "trainable_pct": 0.0},
+        timing={"train_seconds": 0.0, "train_samples_per_second": None, "train_tokens_per_second": None,
+                "eval_seconds": 5.0},
+    )
+    return run
+
+
+def test_a_method_that_trains_nothing_gets_no_budget_mark_convergence_check_or_rate(tmp_path):
+    runs = [configured(result("full", seed, 0.82, history=curve(0.5, 0.6)), {"trainer.epochs": 3}) for seed in (0, 1)]
+    runs += [prompted(seed, 0.40) for seed in (0, 1)]
+    folder = write_runs(tmp_path, runs)
+    row = rows_by_method(folder)["in_context"]
+    assert row.delta_vs_full == pytest.approx(-42.0)
+    assert row.budget_differences == [] and row.convergence_unknown == []  # epochs 1 vs 3 do not apply to it
+    assert row.train_seconds == 0.0 and row.samples_per_second is None and row.trainable_pct == 0.0
+
+    written = write_report(folder)
+    markdown = written["markdown"].read_text()
+    lines = {line.split(" | ")[0].strip("|* "): line for line in table_lines(section(markdown, "`conll2003`"))}
+    assert " | -42.00 | " in lines["in_context"] and " | 0.0 | n/a | " in lines["in_context"]
+    assert "Not trained on full fine-tuning's budget" not in markdown
+    assert "`in_context` trains nothing (0 parameters; the model is evaluated as loaded)" in markdown
+    (unknown,) = [line for line in markdown.splitlines() if "convergence unknown" in line]
+    assert "`full`" in unknown and "in_context" not in unknown
+    assert png_size(written["pareto"])[0] > 0
+
+
 def test_a_still_rising_curve_is_flagged_not_converged(tmp_path):
     runs = [
         result("lora", 0, 0.8, history=curve(0.50, 0.60, 0.70, 0.80)),  # +20 over the last two evaluations

@@ -14,7 +14,7 @@ from transformers import EvalPrediction
 from peftlab.checkpoint import TRAINABLE_FILE
 from peftlab.run import make_trainer, prepare
 from peftlab.tasks.sequence_classification import classification_metrics
-from tests.conftest import TINY_CLASSIFIED, method_names, write_csv
+from tests.conftest import SEQUENCE_CLASSIFICATION, TINY_CLASSIFIED, method_names, write_csv
 from tests.method_counts import H, TINY_BERT, expected_method_parameters
 from tests.model_helpers import (
     assert_zero_init_is_identity,
@@ -43,7 +43,7 @@ def body_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("method", method_names(SEQUENCE_CLASSIFICATION))
 def test_head_is_pooler_plus_classifier_and_method_counts_match_the_formulas(method, tiny_cls_config):
     cfg = tiny_cls_config(f"method={method}")
     prepared = prepare(cfg)
@@ -54,7 +54,7 @@ def test_head_is_pooler_plus_classifier_and_method_counts_match_the_formulas(met
     assert prepared.params.trainable == prepared.params.method + HEAD
 
 
-@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("method", method_names(SEQUENCE_CLASSIFICATION))
 def test_every_method_moves_only_what_it_owns_and_restores_from_its_checkpoint(method, tiny_cls_config, tmp_path):
     audit_training(tiny_cls_config(f"method={method}"), tmp_path / "checkpoint", batch_size=8)
 
@@ -92,7 +92,7 @@ def test_head_only_checkpoint_holds_exactly_pooler_and_classifier(tiny_cls_confi
     assert sum(t.numel() for t in saved.values()) == HEAD
 
 
-@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("method", method_names(SEQUENCE_CLASSIFICATION))
 def test_methods_that_start_at_zero_change_nothing_before_the_first_step(method, tiny_cls_config):
     assert_zero_init_is_identity(tiny_cls_config(f"method={method}"))
 

@@ -17,7 +17,7 @@ import torch
 import transformers
 
 from peftlab.run import make_trainer, prepare
-from tests.conftest import method_names
+from tests.conftest import TOKEN_CLASSIFICATION, method_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PEFTLAB_LOG = logging.getLogger("peftlab")
@@ -126,7 +126,7 @@ def test_step_speed_quick_measures_every_contender_and_writes_table_and_csv(
     rows = list(csv.DictReader((out / "step_speed.csv").open()))
     timed = {row["name"]: row for row in rows if row["s_per_step_median"]}
     expected = {"full, random batches", "lora, dropout 0.1", "dora, dropout 0.1", "lora, r 16", "lora, q and v only",
-                "plain loop: full", "plain loop: lora", *method_names()}
+                "plain loop: full", "plain loop: lora", *method_names(TOKEN_CLASSIFICATION)}
     assert set(timed) == expected
     for row in timed.values():
         assert float(row["s_per_step_median"]) > 0 and len(row["s_per_step_rounds"].split()) == 2

@@ -9,11 +9,12 @@ the peft config class); modules here are only for peftlab's own methods."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.utils import get_method
+from hydra.utils import get_class, get_method
 from omegaconf import DictConfig
 from transformers.pytorch_utils import Conv1D
 
@@ -21,7 +22,7 @@ from peftlab.backbones import BaseReference
 from peftlab.checkpoint import load_trainable, save_trainable
 from peftlab.errors import ConfigError
 from peftlab.params import in_modules
-from peftlab.tasks import PLAIN_INPUT, InputLayout
+from peftlab.tasks import PLAIN_INPUT, InputLayout, Task
 
 
 ALL_LINEAR = "all_linear"  # a `targets` value: every linear layer of the body, never the head
@@ -47,6 +48,11 @@ class MethodContext:
     hidden_size: int
     max_positions: int  # position embeddings of the backbone
     max_length: int  # longest tokenized input the task feeds it
+    # The training split as the task checked it, for a method that draws from it (in-context
+    # prompting's demonstrations); empty where a finished run is rebuilt (predict), whose method
+    # loads what it drew from its checkpoint.
+    demonstration_pool: Sequence[dict] = ()
+    data_seed: int | None = None  # task.data_seed: what draws from the data, the same for every training seed
 
     @property
     def modules_to_save(self) -> list[str] | None:
@@ -108,7 +114,13 @@ class AppliedMethod:
     """A method applied to one model: `model` is what trains, and the method answers what the
     rest of the run needs from it. This base is peftlab's own kind, which trains tensors of the
     model in place (full, BitFit, head-only) or in modules it added: its checkpoint is exactly
-    the tensors that train (`checkpoint.save_trainable`), and nothing goes before the input."""
+    the tensors that train (`checkpoint.save_trainable`), and nothing goes before the input.
+
+    `trains` is False for a method that trains nothing by design (in-context prompting): the run
+    evaluates the model as loaded. A method that means to train but finds nothing to train on a
+    backbone (BitFit without biases) is refused instead."""
+
+    trains = True
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -144,6 +156,22 @@ def apply_method(model: torch.nn.Module, method: DictConfig, context: MethodCont
             f"method {method.name!r}: method.apply={method.apply!r} is not an importable function ({error})."
         ) from error
     return apply(model, method, context)
+
+
+def check_task_kind(method: DictConfig, task: Task) -> None:
+    """`method.task_kinds` lists the task kinds a method serves (absent: every kind); a task of
+    any other kind is refused before anything loads, with the method's own `task_kinds_refusal`."""
+    if not serves(method, type(task)):
+        raise ConfigError(
+            f"method={method.name} cannot run task={task.config.name} (task.kind={task.config.kind}): "
+            f"{method.task_kinds_refusal}."
+        )
+
+
+def serves(method: DictConfig, task_kind: type[Task]) -> bool:
+    """Whether the method runs on tasks of `task_kind`: one of its `task_kinds`, or a subclass."""
+    kinds = method.get("task_kinds")
+    return kinds is None or any(issubclass(task_kind, get_class(kind)) for kind in kinds)
 
 
 def require_range(method: DictConfig, key: str, low: float, high: float | None = None) -> None:

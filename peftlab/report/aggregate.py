@@ -150,9 +150,9 @@ def build_group(key: GroupKey, runs: list[Run], thresholds: Thresholds = Thresho
         key=_row_order,
     )
     for row in rows:
-        if row.method != FULL and FULL in by_method:
+        if row.method != FULL and FULL in by_method and not trained_nothing(by_method[row.method]):
             row.budget_differences = budget_differences(by_method[row.method], by_method[FULL])
-    notes = seed_notes(by_method) + pooling_notes(by_method)
+    notes = seed_notes(by_method) + pooling_notes(by_method) + untrained_notes(rows, by_method)
     if full_mean is None:
         notes.append(f"no successful `{FULL}` run in this group, so Δ vs full is {MISSING}.")
     return Group(
@@ -240,9 +240,27 @@ def method_row(
         not_converged=[
             (seed, curve.gain) for seed, curve in curves if curve.converged(thresholds.converged_delta) is False
         ],
-        convergence_unknown=[(seed, curve.evaluations) for seed, curve in curves if curve.gain is None],
+        convergence_unknown=[] if trained_nothing(runs) else [
+            (seed, curve.evaluations) for seed, curve in curves if curve.gain is None
+        ],
         bimodal=is_bimodal(values, thresholds.bimodal_ratio),
     )
+
+
+def trained_nothing(runs: list[Run]) -> bool:
+    """A method that trains no parameter (in-context prompting): its runs evaluate the model as
+    loaded, so no training budget, curve or convergence applies to them."""
+    return all(run.params is not None and run.params.trainable == 0 for run in runs)
+
+
+def untrained_notes(rows: list[MethodRow], by_method: dict[str, list[Run]]) -> list[str]:
+    """What a row of a method that trained nothing means, so its Δ and times are read as such."""
+    return [
+        f"`{row.method}` trains nothing (0 parameters; the model is evaluated as loaded): its Δ vs full is what "
+        "training adds over the untrained model, its train s is 0, and no budget or convergence applies to it."
+        for row in rows
+        if trained_nothing(by_method[row.method])
+    ]
 
 
 def data_sizes(runs: list[Run]) -> dict[str, list[int]]:

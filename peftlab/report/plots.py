@@ -47,6 +47,8 @@ def plot_pareto(groups: list[Group], path: Path) -> Path:
         for row in group.rows:
             if row.method == FULL:
                 _full_reference(axis, row)
+            elif row.trainable_pct == 0:
+                _untrained_reference(axis, row, colors[row.method])
             elif row.trainable_pct:  # a log axis has no place for 0 or an unknown share
                 axis.errorbar(
                     row.trainable_pct, row.metric_mean, yerr=row.metric_std or 0, fmt="o", capsize=4,
@@ -71,6 +73,14 @@ def _full_reference(axis: Any, row: MethodRow) -> None:
     axis.axhline(row.metric_mean, color="0.25", linestyle="--", label=label)
     if row.metric_std:
         axis.axhspan(row.metric_mean - row.metric_std, row.metric_mean + row.metric_std, color="0.25", alpha=0.12)
+    axis.legend(loc="lower right", fontsize=9)
+
+
+def _untrained_reference(axis: Any, row: MethodRow, color: Any) -> None:
+    """A method that trains nothing (in-context prompting) has no place on the log axis: a
+    dotted line, the floor that training must rise above, as full fine-tuning's line is the top."""
+    label = f"{row.method} (n={row.n}, nothing trained): {row.metric_mean:.2f}"
+    axis.axhline(row.metric_mean, color=color, linestyle=":", label=label)
     axis.legend(loc="lower right", fontsize=9)
 
 

@@ -34,12 +34,15 @@ IGNORED = -100  # the label id torch's cross-entropy skips: padding, prompts, la
 
 @dataclass(frozen=True)
 class InputLayout:
-    """What a collator must know about the method in front of the model, and nothing more: how
+    """What the task must know about the method in front of the model, and nothing more: how
     many virtual tokens it puts before every input (prompt tuning, P-tuning), which take
-    sequence positions that per-token labels must skip. The applied method says it
+    sequence positions that per-token labels must skip; and the demonstrations, (prompt,
+    completion) pairs, written before every prompt (in-context prompting), which a generation
+    task formats as it formats its own examples. The applied method says it
     (`AppliedMethod.input_layout`); the task never asks the method library."""
 
     prepended_positions: int = 0
+    demonstrations: tuple[tuple[str, str], ...] = ()
 
 
 PLAIN_INPUT = InputLayout()  # nothing in front of the input: the layout without a prompt method
@@ -87,9 +90,12 @@ class Task:
         """The modules that train in full with every method (`peftlab.heads`)."""
         return head_modules(model, head_in_body)
 
-    def encode(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    def encode(
+        self, splits: Splits, tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT
+    ) -> dict[str, Any]:
         """Each split as a `datasets.Dataset` holding only the model inputs `tokenize` makes;
-        truncated at `task.max_length`, padded per batch by the collator."""
+        truncated at `task.max_length`, padded per batch by the collator. The method's `layout`
+        matters to a kind that writes what the method puts before its text (demonstrations)."""
         import datasets
 
         encoded = {}

@@ -40,6 +40,9 @@ NORMALIZERS: dict[str, Callable[[str], str]] = {
 }
 
 
+Demonstrations = tuple[tuple[str, str], ...]  # (prompt, completion) pairs a method puts before every prompt
+
+
 class CompletionTooLong(ValueError):
     """The completion and its EOS leave no room for even one prompt token."""
 
@@ -255,13 +258,22 @@ class Generation(Task):
         """No task head: the LM head is the backbone's own output layer (see the module docstring)."""
         return []
 
-    def encode(self, splits: dict[str, list[dict]], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    def encode(
+        self, splits: dict[str, list[dict]], tokenizer: PreTrainedTokenizerBase, layout: InputLayout = PLAIN_INPUT
+    ) -> dict[str, Any]:
         """Token ids with completion-only labels, plus what generation needs: the prompt length
-        and the reference completion as text. The collator passes only the model inputs on."""
+        and the reference completion as text. The collator passes only the model inputs on.
+        The method's demonstrations (`layout`) go before every prompt (`_prompt_text`)."""
         import datasets
 
         self._adopt(tokenizer)
-        return {split: datasets.Dataset.from_list(self._encode_split(split, rows)) for split, rows in splits.items()}
+        tokenized = {split: self._tokenize_split(rows, layout.demonstrations) for split, rows in splits.items()}
+        if layout.demonstrations:
+            self._require_room_for_demonstrations(tokenized, len(layout.demonstrations))
+        return {
+            split: datasets.Dataset.from_list(self._encode_split(split, rows, *tokenized[split]))
+            for split, rows in splits.items()
+        }
 
     def read_input(self, line: str, tokenizer: PreTrainedTokenizerBase, pre_split: bool) -> dict[str, Any]:
         """The prompt: the line itself, or with `task.template` the template's prompt around
@@ -286,7 +298,7 @@ class Generation(Task):
         the model a longer one, nor one without room for an answer."""
         self._adopt(tokenizer)
         prompts = []
-        for ids in self._prompt_ids([example["prompt"] for example in examples]):
+        for ids in self._prompt_ids([example["prompt"] for example in examples], layout.demonstrations):
             keep_first = 1 if ids[:1] == [tokenizer.bos_token_id] else 0
             prompts.append(encode_pair(ids, [], self.config.max_length - 1, keep_first)["input_ids"])
         generated = generate_completions(model, prompts, self.generation_config(), self.config.generation_batch_tokens)
@@ -363,10 +375,16 @@ class Generation(Task):
             )
         return [{"prompt": str(row["prompt"]), "completion": str(row["completion"])} for row in rows]
 
-    def _encode_split(self, split: str, rows: list[dict]) -> list[dict]:
+    def _tokenize_split(self, rows: list[dict], demonstrations: Demonstrations) -> tuple[list[list[int]], ...]:
+        """Token ids of each row's prompt (after the demonstrations) and of its completion."""
+        prompt_ids = self._prompt_ids([row["prompt"] for row in rows], demonstrations)
+        completion_ids = self.tokenizer([row["completion"] for row in rows], add_special_tokens=False)["input_ids"]
+        return prompt_ids, completion_ids
+
+    def _encode_split(
+        self, split: str, rows: list[dict], prompt_ids: list[list[int]], completion_ids: list[list[int]]
+    ) -> list[dict]:
         tokenizer = self.tokenizer
-        prompt_ids = self._prompt_ids([row["prompt"] for row in rows])
-        completion_ids = tokenizer([row["completion"] for row in rows], add_special_tokens=False)["input_ids"]
         encoded = []
         for index, (row, prompt, completion) in enumerate(zip(rows, prompt_ids, completion_ids)):
             keep_first = 1 if prompt[:1] == [tokenizer.bos_token_id] else 0
@@ -381,18 +399,40 @@ class Generation(Task):
             encoded.append({**pair, "reference": row["completion"]})
         return encoded
 
-    def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
+    def _prompt_ids(self, prompts: list[str], demonstrations: Demonstrations = ()) -> list[list[int]]:
         """Token ids of the prompts as the model sees them; the chat template brings its own BOS."""
-        texts = [self._prompt_text(prompt) for prompt in prompts]
+        texts = [self._prompt_text(prompt, demonstrations) for prompt in prompts]
         return self.tokenizer(texts, add_special_tokens=not self.config.chat_template)["input_ids"]
 
-    def _prompt_text(self, prompt: str) -> str:
-        """The prompt as the model sees it, in training and in generation alike."""
+    def _prompt_text(self, prompt: str, demonstrations: Demonstrations = ()) -> str:
+        """The prompt as the model sees it, in training and in generation alike. Demonstrations
+        come first, each written as a training pair is (prompt, separator, completion, EOS; then
+        a line break), so that they also show where an answer ends; in the chat template, as
+        earlier user and assistant turns."""
         if not self.config.chat_template:
-            return prompt + self.config.separator
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
+            shown = "".join(f"{p}{self.config.separator}{c}{self.tokenizer.eos_token}\n" for p, c in demonstrations)
+            return shown + prompt + self.config.separator
+        turns = [[{"role": "user", "content": p}, {"role": "assistant", "content": c}] for p, c in demonstrations]
+        messages = [message for turn in turns for message in turn] + [{"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _require_room_for_demonstrations(self, tokenized: dict[str, tuple[list, list]], shots: int) -> None:
+        """Refuse prompts that would lose the start of their demonstrations to `task.max_length`,
+        naming the longest example of all splits: every example is shown all of them, or the run
+        does not start."""
+        needed = {
+            (split, index): (len(prompt), len(prompt) + len(completion) + 1)
+            for split, (prompt_ids, completion_ids) in tokenized.items()
+            for index, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids))
+        }
+        (split, index), (prompt, total) = max(needed.items(), key=lambda item: item[1][1])
+        if total > self.config.max_length:
+            raise ConfigError(
+                f"with {shots} demonstrations (method.shots), example {index} of the {split!r} split, the longest, "
+                f"takes {prompt} prompt tokens and {total - prompt} for its completion and EOS: {total} tokens, "
+                f"more than task.max_length={self.config.max_length}, and demonstrations are never cut. Raise "
+                f"task.max_length to at least {total}, or lower method.shots."
+            )
 
     def _check_config(self) -> None:
         """Refuse what would fail after training, before anything loads. Names, types and ranges
