@@ -26,7 +26,9 @@ own process.
 
 It alternates the checkouts (before, after, after, before, ...), checks that all their
 predictions are identical, writes OUT_DIR/generation_eval.csv (one row a measurement) and
-prints the medians and before/after ratios. The pieces, one at a time:
+prints the medians and before/after ratios. `--quick` (16 prompts, 5 training steps, one
+repeat) checks the whole comparison in a few minutes; its times say little. The pieces, one at
+a time:
 
     python benchmarks/generation_eval.py train /tmp/adapter task.data.path=...
     python benchmarks/generation_eval.py measure OUT.json --adapter /tmp/adapter --prompts 240 task.data.path=...
@@ -58,6 +60,8 @@ from peftlab.tasks.generation import Generation  # noqa: E402
 DEFAULT_OVERRIDES = ["backbone=smollm2", "task=banking77_gen", "method=lora", "task.max_train_samples=240", "trainer.batch_size=8"]
 SPLITS = ("validation", "test")
 MEASURED = ("eval_seconds", "eval_cpu_seconds", "peak_rss_mb")
+QUICK_PROMPTS, QUICK_TRAIN_STEPS = 16, 5
+QUICK_HELP = f"{QUICK_PROMPTS} prompts, {QUICK_TRAIN_STEPS} training steps, 1 repeat"
 
 
 class RecordingGeneration(Generation):
@@ -187,6 +191,7 @@ def main() -> None:
         sub.add_argument("--train-steps", type=int, default=30, help="optimizer steps before evaluating (0: untrained)")
     for sub in (one, both):
         sub.add_argument("--prompts", type=int, default=240, help="half from validation, half from test")
+    both.add_argument("--quick", action="store_true", help="a smoke run, in place of the sizes given: " + QUICK_HELP)
     args, overrides = parser.parse_known_args()  # the rest are Hydra overrides, e.g. task.data.path=DIR
     unknown = [arg for arg in overrides if arg.startswith("-")]
     if unknown:
@@ -199,6 +204,8 @@ def main() -> None:
         print(f"{record['prompts']} prompts: eval {record['eval_seconds']:.1f} s ({record['eval_cpu_seconds']:.1f} s CPU), "
               f"peak RSS {record['peak_rss_mb']:.0f} MB ({record['rss_before_eval_mb']:.0f} MB before) -> {args.out}")
     else:
+        if args.quick:
+            args.prompts, args.train_steps, args.repeats = QUICK_PROMPTS, QUICK_TRAIN_STEPS, 1
         compare(args.before.resolve(), args.after.resolve(), args.out_dir.resolve(), args.repeats, args.train_steps,
                 args.prompts, overrides)
 

@@ -1,4 +1,4 @@
-"""benchmarks/generation_eval.py on the tiny Llama: `compare` trains an adapter once, measures a
+"""benchmarks/generation_eval.py on the tiny Llama: `compare --quick` trains an adapter once, measures a
 checkout against itself in fresh processes that load it, saves the predictions of both splits,
 and finds them identical."""
 
@@ -23,12 +23,12 @@ def test_generation_eval_compares_two_checkouts_on_a_tiny_model(tiny_decoder, tm
     out = tmp_path / "out"
     command = [
         sys.executable, str(ROOT / "benchmarks" / "generation_eval.py"), "compare", str(ROOT), str(ROOT), str(out),
-        "--repeats", "1", "--train-steps", "2", "--prompts", "6", f"task.data.path={data}", f"backbone.pretrained={tiny_decoder}",
+        "--quick", "--repeats", "3", f"task.data.path={data}", f"backbone.pretrained={tiny_decoder}",
         "backbone.gguf_file=null", "task.max_new_tokens=3", "task.generation_batch_tokens=8", "+trainer.extra.use_cpu=true",
     ]
     finished = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert "6 prompts, 2 training steps, 1 repeats; predictions identical: True" in finished.stdout
+    assert "16 prompts, 5 training steps, 1 repeats; predictions identical: True" in finished.stdout  # --quick's sizes win
 
     with (out / "generation_eval.csv").open() as file:
         rows = list(csv.DictReader(file))
@@ -36,7 +36,7 @@ def test_generation_eval_compares_two_checkouts_on_a_tiny_model(tiny_decoder, tm
     record = json.loads((out / "after_0.json").read_text())
     assert record["peftlab"] == str(ROOT / "peftlab")  # the checkout named, not the installed one
     assert record["adapter"] == str(out / "adapter") and (out / "adapter" / "adapter_model.safetensors").exists()
-    assert [len(record["predictions"][split]) for split in ("validation", "test")] == [3, 3]
+    assert [len(record["predictions"][split]) for split in ("validation", "test")] == [8, 8]
     assert record["peak_rss_mb"] >= record["rss_before_eval_mb"] > 0
     assert record["eval_seconds"] == sum(record["split_seconds"].values()) > 0
     assert set(record["metrics"]["test"]) >= {"test_loss", "test_exact_match"}

@@ -19,6 +19,9 @@ from peftlab.tasks.generation import (
     IGNORED,
     CompletionTooLong,
     Generation,
+    batch_weighted_loss,
+    complete_and_score,
+    continues_from_cache,
     encode_pair,
     exact_match,
     generate_completions,
@@ -201,8 +204,12 @@ def test_greedy_generation_pads_on_the_left_and_stops_at_eos(echo_decoder):
     ids = tokenizer.convert_tokens_to_ids
     prompts = [ids(["review", ":", "film"]), ids(["dog"]), ids(["cat", "</s>"])]
     generation = GenerationConfig(max_new_tokens=3, do_sample=False, pad_token_id=0, eos_token_id=tokenizer.eos_token_id)
+    scored = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda module, inputs, output: scored.append(inputs[0].shape[0]))
     completions = generate_completions(model, prompts, generation, max_tokens=4)  # [dog] and [cat </s>] together
+    hook.remove()
     assert completions == [ids(["film"] * 3), ids(["dog"] * 3), []]
+    assert scored == [2, 1, 1, 1, 1, 1]  # [cat </s>] ends at once and leaves its batch: [dog] goes on alone
 
 
 def tiny_gpt2(vocab_size: int) -> GPT2LMHeadModel:
@@ -231,15 +238,68 @@ def test_batched_greedy_completions_equal_one_prompt_at_a_time_in_the_order_give
     alone = [generate_completions(model, [prompt], generation, max_tokens=1)[0] for prompt in prompts]
     assert len({tuple(completion) for completion in alone}) > 3, alone  # the prompts get different answers
 
-    scored = []
+    scored, embedded = [], []
     hook = model.get_output_embeddings().register_forward_hook(lambda module, inputs, output: scored.append(inputs[0].shape))
+    embedding = model.get_input_embeddings().register_forward_hook(lambda module, inputs, output: embedded.append(inputs[0].shape))
     assert generate_completions(model, prompts, generation, max_tokens=16) == alone
     hook.remove()
+    embedding.remove()
     assert {shape[1] for shape in scored} == {1}  # KV cache, and the LM head on the last position only
-    assert {shape[0] for shape in scored} == {4, 2, 1}  # the batches of length_batches(lengths, 16)
+    prefills = [tuple(shape) for shape in embedded if shape[1] > 1]
+    assert prefills == [(4, 4), (2, 6), (1, 7), (1, 9), (1, 9), (1, 12)]  # length_batches(lengths, 16), left-padded
     descending = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     assert generate_completions(model, [prompts[i] for i in descending], generation, max_tokens=16) == [alone[i] for i in descending]
     assert model.training
+
+
+def generated_alone(model: torch.nn.Module, prompt: list[int], generation: GenerationConfig) -> list[int]:
+    """The straightforward path: `generate` on one unpadded prompt, cut at its first EOS."""
+    model.eval()
+    with torch.no_grad():
+        row = model.generate(input_ids=torch.tensor([prompt]), generation_config=generation)[0, len(prompt) :].tolist()
+    return row[: row.index(generation.eos_token_id)] if generation.eos_token_id in row else row
+
+
+def reference_loss_alone(model: torch.nn.Module, prompt: list[int], reference: list[int]) -> float:
+    """The straightforward path: one forward of prompt + reference, cross-entropy summed over the reference."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + reference])).logits[0, len(prompt) - 1 : -1]
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(reference), reduction="sum").item()
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+@pytest.mark.parametrize("max_tokens", [1, 16, 1000])  # a prompt a batch; a few; all in one batch
+def test_one_prefill_scores_the_references_and_completes_as_generate_does_alone(architecture, max_tokens, tiny_decoder):
+    """The reference continues the prompt's cache and the cache is cropped back before decoding:
+    a crop that kept a reference token, a position shifted by the left padding, or a row dropped
+    at its EOS taking another row's cache would change an answer or a loss."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_decoder) if architecture == "llama" else tiny_gpt2(len(GEN_WORDS) + 2)
+    model.train()
+    lengths = [3, 9, 1, 6, 9, 2, 5, 12, 4, 7, 3, 3]  # unsorted, with ties
+    generator = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(2, len(GEN_WORDS) + 2, (length,), generator=generator).tolist() for length in lengths]
+    generation = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=1)
+    # a random model seldom says its EOS: make EOS the word it says most after the first, so rows end at different steps
+    said = [token for prompt in prompts for token in generated_alone(model, prompt, generation)[1:]]
+    generation.eos_token_id = max(set(said), key=said.count)
+    references = [torch.randint(2, len(GEN_WORDS) + 2, (i % 4,), generator=generator).tolist() + [generation.eos_token_id] for i in range(12)]
+
+    alone = [generated_alone(model, prompt, generation) for prompt in prompts]
+    assert len({len(completion) for completion in alone}) > 2, alone
+    losses_alone = [reference_loss_alone(model, prompt, reference) for prompt, reference in zip(prompts, references)]
+    model.train()
+
+    completions, losses = complete_and_score(model, prompts, references, generation, max_tokens, loss_tokens=8)
+    assert completions == alone
+    assert losses == pytest.approx(losses_alone, rel=1e-5)
+    assert model.training
+
+
+def test_the_batch_weighted_loss_is_trainers_batch_means_weighted_by_size():
+    sums, counts = [2.0, 4.0, 3.0, 1.0, 6.0], [1, 3, 2, 2, 3]
+    # batches of 2: (2 + 4) / 4 = 1.5 and (3 + 1) / 4 = 1 (two examples each), 6 / 3 = 2 (one)
+    assert batch_weighted_loss(sums, counts, batch_size=2) == pytest.approx((1.5 * 2 + 1 * 2 + 2 * 1) / 5)
+    assert batch_weighted_loss(sums, counts, batch_size=5) == pytest.approx(16 / 11)
 
 
 VARIED_ROWS = [  # prompts of 1 to 7 words, completions of 1 to 4: slices and batches of uneven target counts
@@ -284,6 +344,35 @@ def test_the_sliced_loss_equals_trainer_evaluate_and_never_scores_a_whole_batch(
     scored_by_trainer = sum(max(lengths[i : i + 4]) * len(lengths[i : i + 4]) for i in range(0, len(lengths), 4))
     assert len(scored) == 7 and all(rows * positions <= 16 for rows, positions in scored)  # slices of length_batches
     assert sum(rows * positions for rows, positions in scored) < 0.6 * scored_by_trainer
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning", "prefix_tuning"])
+def test_evaluation_reports_trainers_loss_and_the_completions_generate_makes(method, tiny_gen_config, monkeypatch, tmp_path):
+    """LoRA runs each prompt once for loss and completion (`complete_and_score`), and each
+    completion is what `generate` makes alone. Prompt and prefix tuning cannot continue a cache
+    through peft's forward and keep the two-pass way (the loss in slices, then `generate` in
+    left-padded batches, whose answers can differ from one prompt alone here). The loss is
+    Trainer's either way."""
+    monkeypatch.setattr(peftlab.tasks, "load_splits", lambda data: {"train": VARIED_ROWS, "validation": VARIED_ROWS})
+    cfg = tiny_gen_config(
+        f"method={method}", "trainer.eval_batch_size=4", "task.loss_batch_tokens=8", "task.generation_batch_tokens=16",
+        "task.max_new_tokens=4",
+    )
+    prepared = prepare(cfg)
+    trainer = make_trainer(cfg, prepared, tmp_path)
+    trainer.train()
+    dataset = prepared.encoded["validation"]
+    expected_loss = trainer.evaluate(dataset)["eval_loss"]
+    generation = prepared.task.generation_config()
+    prompts = [ids[:length] for ids, length in zip(dataset["input_ids"], dataset["prompt_length"])]
+
+    loss, completions = prepared.task._loss_and_completions(trainer, dataset, prompts)
+    assert continues_from_cache(prepared.model) == (method == "lora")
+    assert loss == pytest.approx(expected_loss, abs=1e-5)
+    if method == "lora":
+        assert completions == [generated_alone(prepared.model, prompt, generation) for prompt in prompts]
+    else:
+        assert completions == generate_completions(prepared.model, prompts, generation, cfg.task.generation_batch_tokens)
 
 
 ECHO_ROWS = [  # the echo model answers each prompt's last word, twice (max_new_tokens=2)

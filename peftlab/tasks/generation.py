@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from omegaconf import DictConfig
-from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerBase, Trainer
+from transformers import AutoModelForCausalLM, DynamicCache, GenerationConfig, PreTrainedTokenizerBase, Trainer
 
 from peftlab.data.sources import Splits
 from peftlab.errors import ConfigError, DataError
@@ -141,15 +141,52 @@ def generate_completions(
     Prompts are batched by length (`length_batches`, then put back in order) and padded on the
     left: a decoder continues from the last position, so the prompts must end together. In the
     order of a dataset a batch is padded to its longest prompt: Banking77's prompts, batched by
-    64 that way, are 60% padding. transformers' `generate` keeps the KV cache and runs the LM
-    head on the last position only. Works on a PeftModel too: peft adds its virtual tokens or
-    prefix inside `generate`."""
+    64 that way, are 60% padding. The KV cache is kept and the LM head runs on the last position
+    only; a model that can continue from a cache decodes through `_greedy_decode`, which drops
+    each row once it ends. Works on a PeftModel too: a prompt method (virtual tokens or a prefix
+    that peft adds inside every forward) goes through `generate`, which knows where they go."""
     completions: list[list[int]] = [[] for _ in prompts]
+    decode_batch = _continue_batch if continues_from_cache(model) else _generate_batch
     with evaluation_mode(model):
         for batch in length_batches([len(prompt) for prompt in prompts], max_tokens):
-            for index, completion in zip(batch, _generate_batch(model, [prompts[i] for i in batch], generation)):
+            for index, completion in zip(batch, decode_batch(model, [prompts[i] for i in batch], generation)):
                 completions[index] = completion
     return completions
+
+
+def complete_and_score(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    references: list[list[int]],
+    generation: GenerationConfig,
+    max_tokens: int,
+    loss_tokens: int,
+) -> tuple[list[list[int]], list[float]]:
+    """Greedy completions as `generate_completions` makes them, and the summed cross-entropy of
+    each reference completion (its tokens, EOS included) after its prompt, from one prefill.
+
+    The teacher-forced loss and generation both start by running the prompt; here it runs once:
+    the reference continues the prompt's KV cache (in chunks of at most `loss_tokens` tokens a
+    forward, so the logits stay small), the cache is cropped back to the prompt, and greedy
+    decoding continues it. Only for a model that `continues_from_cache`."""
+    completions: list[list[int]] = [[] for _ in prompts]
+    losses = [0.0] * len(prompts)
+    with evaluation_mode(model):
+        for batch in length_batches([len(prompt) for prompt in prompts], max_tokens):
+            batch_references = [references[i] for i in batch]
+            batch_prompts = [prompts[i] for i in batch]
+            generated, batch_losses = _continue_batch_scored(model, batch_prompts, batch_references, generation, loss_tokens)
+            for index, completion, loss in zip(batch, generated, batch_losses):
+                completions[index], losses[index] = completion, loss
+    return completions, losses
+
+
+def continues_from_cache(model: torch.nn.Module) -> bool:
+    """Whether a forward with `past_key_values` continues the sequence the cache holds. Not for
+    peft's prompt methods: their forward puts the virtual tokens before its input (prompt
+    tuning) or replaces the cache with the trained prefix (prefix tuning) at every call."""
+    active = getattr(model, "active_peft_config", None)
+    return active is None or not active.is_prompt_learning
 
 
 def length_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
@@ -173,6 +210,113 @@ def _generate_batch(model: torch.nn.Module, prompts: list[list[int]], generation
         output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation)
     rows = output[:, width:].tolist()
     return [row[: row.index(generation.eos_token_id)] if generation.eos_token_id in row else row for row in rows]
+
+
+def _continue_batch(model: torch.nn.Module, prompts: list[list[int]], generation: GenerationConfig) -> list[list[int]]:
+    cache, attention_mask, positions, logits = _prefill(model, prompts, generation.pad_token_id)
+    return _greedy_decode(model, cache, attention_mask, positions, logits, generation)
+
+
+def _continue_batch_scored(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    references: list[list[int]],
+    generation: GenerationConfig,
+    loss_tokens: int,
+) -> tuple[list[list[int]], list[float]]:
+    cache, attention_mask, positions, logits = _prefill(model, prompts, generation.pad_token_id)
+    losses = _reference_losses(model, cache, attention_mask, positions, logits, references, loss_tokens)
+    cache.crop(attention_mask.shape[1] - cache.get_seq_length())  # back to the prompts alone
+    return _greedy_decode(model, cache, attention_mask, positions, logits, generation), losses
+
+
+def _prefill(
+    model: torch.nn.Module, prompts: list[list[int]], pad_token_id: int
+) -> tuple[DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the left-padded prompts as `generate` does: positions count the real tokens only
+    (a pad never shifts them), and the LM head scores the last position alone. Returns the
+    cache, the attention mask, each row's last position and the next token's logits."""
+    device = next(model.parameters()).device
+    width = max(len(prompt) for prompt in prompts)
+    input_ids = torch.tensor([[pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        outputs = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
+        )
+    return cache, attention_mask, positions[:, -1], outputs.logits[:, -1].float()
+
+
+def _reference_losses(
+    model: torch.nn.Module,
+    cache: DynamicCache,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+    logits: torch.Tensor,
+    references: list[list[int]],
+    loss_tokens: int,
+) -> list[float]:
+    """Each reference's summed cross-entropy, teacher-forced after its prompt: the prefill's
+    logits predict its first token, and the reference itself (right-padded, its last token
+    left out: it predicts nothing) continues the cache to predict the rest."""
+    device = attention_mask.device
+    width = max(len(reference) for reference in references)
+    targets = torch.tensor([r + [IGNORED] * (width - len(r)) for r in references], device=device)
+    sums = torch.nn.functional.cross_entropy(logits, targets[:, 0], ignore_index=IGNORED, reduction="none")
+    inputs = targets[:, :-1].clamp(min=0)  # a padded position's input is masked, any id will do
+    chunk = max(1, loss_tokens // len(references))
+    for start in range(0, inputs.shape[1], chunk):
+        end = min(start + chunk, inputs.shape[1])
+        attention_mask = torch.cat([attention_mask, (targets[:, start:end] != IGNORED).long()], dim=1)
+        with torch.no_grad():
+            outputs = model(
+                input_ids=inputs[:, start:end], attention_mask=attention_mask,
+                position_ids=positions[:, None] + torch.arange(start + 1, end + 1, device=device),
+                past_key_values=cache, use_cache=True,
+            )
+        sums += torch.nn.functional.cross_entropy(
+            outputs.logits.float().transpose(1, 2), targets[:, start + 1 : end + 1], ignore_index=IGNORED, reduction="none"
+        ).sum(dim=1)
+    return sums.tolist()
+
+
+def _greedy_decode(
+    model: torch.nn.Module,
+    cache: DynamicCache,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+    logits: torch.Tensor,
+    generation: GenerationConfig,
+) -> list[list[int]]:
+    """Greedy decoding from a prefilled cache, up to `max_new_tokens`, cut at EOS. Unlike
+    `generate`, which runs every row until the last one ends, a row leaves the batch (and its
+    cache) at its EOS: on a trained model most answers end in a few tokens, and one that runs on
+    would otherwise hold the whole batch to the end."""
+    rows = torch.arange(len(positions))
+    completions: list[list[int]] = [[] for _ in rows]
+    for step in range(generation.max_new_tokens):
+        tokens = logits.argmax(dim=-1)
+        for row, token in zip(rows.tolist(), tokens.tolist()):
+            completions[row].append(token)
+        running = (tokens != generation.eos_token_id).nonzero().squeeze(1)
+        if step + 1 == generation.max_new_tokens or len(running) == 0:
+            break
+        if len(running) < len(rows):
+            cache.batch_select_indices(running)
+            rows, tokens, attention_mask, positions = rows[running], tokens[running], attention_mask[running], positions[running]
+        attention_mask = torch.nn.functional.pad(attention_mask, (0, 1), value=1)
+        positions = positions + 1
+        with torch.no_grad():
+            outputs = model(
+                input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
+                past_key_values=cache, use_cache=True,
+            )
+        logits = outputs.logits[:, -1].float()
+    eos = generation.eos_token_id
+    return [completion[: completion.index(eos)] if eos in completion else completion for completion in completions]
 
 
 def teacher_forced_loss(
@@ -205,6 +349,17 @@ def teacher_forced_loss(
             batch_mean = sum(_loss_share(model, inputs, shifted, batch_targets) for inputs, shifted in zip(slices, targets))
             weighted_sum += batch_mean * len(batch)
     return weighted_sum / len(examples)
+
+
+def batch_weighted_loss(sums: list[float], counts: list[int], batch_size: int) -> float:
+    """Trainer's evaluation loss from each example's summed cross-entropy and target count:
+    consecutive batches of `batch_size`, each its mean over its targets, the batch means
+    averaged with the batches' sizes as weights (`teacher_forced_loss` computes the same)."""
+    weighted_sum = 0.0
+    for start in range(0, len(sums), batch_size):
+        end = start + batch_size
+        weighted_sum += sum(sums[start:end]) / sum(counts[start:end]) * len(sums[start:end])
+    return weighted_sum / len(sums)
 
 
 def _loss_share(model: torch.nn.Module, inputs: dict[str, torch.Tensor], shifted: torch.Tensor, batch_targets: int) -> float:
@@ -326,16 +481,10 @@ class Generation(Task):
     def evaluate(self, trainer: Trainer, dataset: Any, split: str) -> dict[str, float]:
         """Teacher-forced loss, then greedy generation on the split's prompts and the scores.
         `{split}_runtime` covers both, as the run's eval_seconds should. The loss is the one
-        `trainer.evaluate` would report (same collator, same batches), computed in slices."""
+        `trainer.evaluate` would report (its batches, each the mean over its completion tokens)."""
         started = time.perf_counter()
-        examples = [{"input_ids": ids, "labels": labels} for ids, labels in zip(dataset["input_ids"], dataset["labels"])]
-        loss = teacher_forced_loss(
-            trainer.model, examples, trainer.data_collator, trainer.args.eval_batch_size, self.config.loss_batch_tokens
-        )
         prompts = [list(ids[:length]) for ids, length in zip(dataset["input_ids"], dataset["prompt_length"])]
-        generated = generate_completions(
-            trainer.model, prompts, self.generation_config(), self.config.generation_batch_tokens
-        )
+        loss, generated = self._loss_and_completions(trainer, dataset, prompts)
         predictions = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
         references = list(dataset["reference"])
         scores = self.score(predictions, references)
@@ -344,6 +493,21 @@ class Generation(Task):
         metrics[f"{split}_runtime"] = time.perf_counter() - started
         metrics[f"{split}_samples_per_second"] = len(dataset) / metrics[f"{split}_runtime"]
         return metrics
+
+    def _loss_and_completions(self, trainer: Trainer, dataset: Any, prompts: list[list[int]]) -> tuple[float, list[list[int]]]:
+        """A model that continues from a cache runs each prompt once for the loss and the
+        completion (`complete_and_score`); a prompt method runs it twice: the loss in slices,
+        then `generate`."""
+        model, batch_size, generation = trainer.model, trainer.args.eval_batch_size, self.generation_config()
+        if continues_from_cache(model):
+            targets = [list(labels[length:]) for labels, length in zip(dataset["labels"], dataset["prompt_length"])]
+            generated, sums = complete_and_score(
+                model, prompts, targets, generation, self.config.generation_batch_tokens, self.config.loss_batch_tokens
+            )
+            return batch_weighted_loss(sums, [len(target) for target in targets], batch_size), generated
+        examples = [{"input_ids": ids, "labels": labels} for ids, labels in zip(dataset["input_ids"], dataset["labels"])]
+        loss = teacher_forced_loss(model, examples, trainer.data_collator, batch_size, self.config.loss_batch_tokens)
+        return loss, generate_completions(model, prompts, generation, self.config.generation_batch_tokens)
 
     def score(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         scores = {"exact_match": exact_match(predictions, references, list(self.config.normalize))}
