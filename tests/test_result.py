@@ -2,7 +2,8 @@
 a tiny run must write exactly the keys, in the order and with the value types, that runs wrote
 before the measured sections became typed records (recorded from commit 9da73cd), plus what
 model selection on validation added since (the `selection` record and its trainer keys),
-`config.protocol` (null: a run records no protocol, protocol.json does), the resume keys
+`config.protocol` and `config.continual` (null: a run records neither; protocol.json and
+continual.json do), the resume keys
 (`resume`, `overwrite`, `trainer.save_every`, `trainer.keep_checkpoints`), the data file
 encoding and the backbone's `hub_id` and `trust_remote_code`. The method's own
 settings (`config.method`) are left out: they are the method file's, not this schema's."""
@@ -55,6 +56,7 @@ SHAPE_OF_A_TINY_RUN = {
                     "keep_checkpoints": "int", "extra": {"use_cpu": "bool"}},
         "seed": "int",
         "protocol": "NoneType",
+        "continual": "NoneType",
         "resume": "bool",
         "overwrite": "bool",
     },

@@ -30,7 +30,7 @@ from peftlab.report.aggregate import (
 from peftlab.report.comparison import (
     BUDGET_SETTINGS, EPOCHS, MAX_STEPS, UNKNOWN, config_value, group_settings, raw_setting, shown,
 )
-from peftlab.report.read import number
+from peftlab.report.read import Run
 from peftlab.report.renderers import Block, Bullets, Heading, Image, Paragraph, Table
 from peftlab.report.tables import _metric, distinguishing, title
 
@@ -105,10 +105,10 @@ def size_label(size: Size) -> str:
     return "all"
 
 
-def efficiency_views(runs: list[dict[str, Any]]) -> list[EfficiencyView]:
+def efficiency_views(runs: list[Run]) -> list[EfficiencyView]:
     """A view for every set of successful runs, otherwise alike, that trained on at least two
     training-set sizes."""
-    successful = [run for run in runs if run["status"] == "ok"]
+    successful = [run for run in runs if run.status == "ok"]
     views = [
         _view(key, members) for key, members in sorted(group_by(successful, _view_key).items())
         if len(group_by(members, _size)) > 1
@@ -117,21 +117,21 @@ def efficiency_views(runs: list[dict[str, Any]]) -> list[EfficiencyView]:
     return views
 
 
-def _view_key(run: dict[str, Any]) -> tuple[str, str, str, str, str, Settings]:
-    identity = (str(run.get(name)) for name in ("task", "dataset", "backbone", "quant", "primary_metric"))
+def _view_key(run: Run) -> tuple[str, str, str, str, str, Settings]:
+    identity = (str(getattr(run, name)) for name in ("task", "dataset", "backbone", "quant", "primary_metric"))
     settings = tuple((key, value) for key, value in group_settings(run) if key not in POOLED_SETTINGS)
     return (*identity, settings)
 
 
-def _size(run: dict[str, Any]) -> Size:
+def _size(run: Run) -> Size:
     return tuple(shown(config_value(run, key)) for key in SIZE_SETTINGS)
 
 
-def _view(key: tuple[str, str, str, str, str, Settings], runs: list[dict[str, Any]]) -> EfficiencyView:
+def _view(key: tuple[str, str, str, str, str, Settings], runs: list[Run]) -> EfficiencyView:
     split = metric_split(runs)
     cells = {
         (method, size): _cell(method, size, members, split)
-        for (method, size), members in group_by(runs, lambda run: (str(run["method"]), _size(run))).items()
+        for (method, size), members in group_by(runs, lambda run: (str(run.method), _size(run))).items()
     }
     view = EfficiencyView(*key, split=split, sizes=[], methods=_method_order(runs, cells), cells=cells,
                           budget_notes=_budget_notes(runs), data_sizes=data_sizes(runs))
@@ -139,17 +139,17 @@ def _view(key: tuple[str, str, str, str, str, Settings], runs: list[dict[str, An
     return view
 
 
-def _cell(method: str, size: Size, runs: list[dict[str, Any]], split: str) -> Cell:
-    ordered = sorted(runs, key=lambda run: (shown(config_value(run, DATA_SEED)), run["seed"]))
-    counts = [count for count in (number(run, "data_sizes", "train") for run in ordered) if count is not None]
+def _cell(method: str, size: Size, runs: list[Run], split: str) -> Cell:
+    ordered = sorted(runs, key=lambda run: (shown(config_value(run, DATA_SEED)), run.seed))
+    counts = [run.data_sizes["train"] for run in ordered if "train" in run.data_sizes]
     return Cell(
         method=method,
         size=size,
         scores=metric_values(ordered, split),
         data_seeds=[shown(config_value(run, DATA_SEED)) for run in ordered],
-        seeds=[run["seed"] for run in ordered],
+        seeds=[run.seed for run in ordered],
         train_examples=statistics.fmean(counts) if counts else None,
-        trains_nothing=all(number(run, "params", "trainable") == 0 for run in ordered),
+        trains_nothing=all(run.params is not None and run.params.trainable == 0 for run in ordered),
     )
 
 
@@ -158,19 +158,18 @@ def _examples_order(view: EfficiencyView, size: Size) -> tuple[bool, float, str]
     return examples is None, examples or 0.0, size_label(size)
 
 
-def _method_order(runs: list[dict[str, Any]], cells: dict[tuple[str, Size], Cell]) -> list[str]:
+def _method_order(runs: list[Run], cells: dict[tuple[str, Size], Cell]) -> list[str]:
     """Methods that train by their trainable parameters, full last, as in the method tables; then
     the methods that train nothing."""
     def order(method: str) -> tuple[bool, bool, float, str]:
         trains_nothing = all(cell.trains_nothing for (name, _), cell in cells.items() if name == method)
-        sizes = [number(run, "params", "trainable") for run in runs if run["method"] == method]
-        known = [size for size in sizes if size is not None]
+        known = [run.params.trainable for run in runs if run.method == method and run.params is not None]
         return trains_nothing, method == FULL, statistics.fmean(known) if known else float("inf"), method
 
-    return sorted({str(run["method"]) for run in runs}, key=order)
+    return sorted({str(run.method) for run in runs}, key=order)
 
 
-def _budget_notes(runs: list[dict[str, Any]]) -> list[str]:
+def _budget_notes(runs: list[Run]) -> list[str]:
     """The budget settings on which the view's runs differ: a point of the curve then differs
     in training as well as in data. trainer.epochs is left out when every run sets max_steps."""
     steps_only = all(isinstance(raw_setting(run, MAX_STEPS), int) and raw_setting(run, MAX_STEPS) > 0 for run in runs)
