@@ -34,8 +34,10 @@ def fixed_batch(prepared, size: int = 8) -> dict[str, torch.Tensor]:
 def test_each_method_trains_its_formula_on_the_decoder_or_is_refused(method, tiny_gen_config):
     """A causal LM has no task head, so a method whose formula is 0 here (head-only; BitFit,
     as Llama has no biases) would train nothing and must be refused, unless it trains nothing by
-    design (in-context prompting), and is then evaluated as loaded."""
-    cfg = tiny_gen_config(f"method={method}")
+    design (in-context prompting), and is then evaluated as loaded. At task.max_length=40 the
+    4 demonstrations in_context puts before each prompt fit (35 tokens), and so do prompt
+    tuning's 20 virtual tokens within the 64 positions."""
+    cfg = tiny_gen_config(f"method={method}", "task.max_length=40")
     expected = expected_on_the_decoder(cfg)
     if expected == 0:
         try:
