@@ -159,7 +159,7 @@ def write_markdown(path: Path, args: argparse.Namespace, rows: list[Comparison],
         "",
         "Run command (A as is; B the same, killed, then again with `resume=true`):",
         "",
-        f"`{shlex.join(run_command(args, Path('RUN_DIR'))[1:])}`",
+        f"`{shlex.join(['python', *run_command(args, Path('RUN_DIR'))[1:]])}`",
         "",
         "| quantity | A: uninterrupted | B: killed, resumed | same |",
         "|---|---|---|---|",
@@ -193,7 +193,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="12 steps on 40 sentences, validation and test cut to 32")
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for both runs")
     args = parser.parse_args(argv)
-    args.command = shlex.join(["python benchmarks/resume_check.py", *(sys.argv[1:] if argv is None else argv)])
+    args.command = " ".join(["python benchmarks/resume_check.py", shlex.join(sys.argv[1:] if argv is None else argv)])
     if args.quick:
         args.steps, args.save_every, args.train_samples = 12, 4, 40
         args.overrides = [*args.overrides, "task.max_eval_samples=32"]
