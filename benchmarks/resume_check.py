@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from peftlab.result import RESULT_FILE, Result, git_sha
+from peftlab.result import RESULT_FILE, Result
 from peftlab.run_folder import CHECKPOINT_DIR, checkpoint_step, last_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,12 +64,18 @@ def run_command(args: argparse.Namespace, run_dir: Path) -> list[str]:
     """`python -m peftlab` with the check's settings: evaluation at the end only (validation
     and test), the training loss logged every `--save-every / 2` steps."""
     return [
-        sys.executable, "-m", "peftlab", "task=conll2003", f"task.data.path={args.data}", f"backbone={args.backbone}",
+        sys.executable, "-m", "peftlab", "task=conll2003", f"task.data.path={portable(args.data)}", f"backbone={args.backbone}",
         "method=lora", "seed=0", "trainer.batch_size=16", f"trainer.max_steps={args.steps}", f"trainer.save_every={args.save_every}",
         f"trainer.logging_steps={logging_steps(args)}", "trainer.eval_strategy=no", "trainer.progress_bar=false",
         f"trainer.threads={args.threads}", f"task.max_train_samples={args.train_samples}",
         *args.overrides, f"hydra.run.dir={run_dir}",
     ]
+
+
+def portable(path: Path) -> str:
+    """A path as the runs (started in the checkout's root) and the committed report should show
+    it: relative to the root where it can be, so no machine's absolute path is written down."""
+    return os.path.relpath(os.path.abspath(path), ROOT)
 
 
 def run_uninterrupted(args: argparse.Namespace, run_dir: Path) -> None:
@@ -142,15 +148,19 @@ def trained_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     }
 
 
-def write_markdown(path: Path, args: argparse.Namespace, rows: list[Comparison], resumed_from: int, logged: int) -> None:
+def write_markdown(
+    path: Path, args: argparse.Namespace, rows: list[Comparison], resumed_from: int, logged: int, sha: str | None
+) -> None:
+    """`sha`: the commit the runs recorded, i.e. the code that trained them, which is not always
+    the peftlab this script imports (another checkout installed in the environment)."""
     agree = all(row.same for row in rows)
     threads = f"trainer.threads={args.threads}"
     lines = [
         "# Resume after SIGKILL on real data",
         "",
-        f"`{args.command}` (git {git_sha() or 'unknown'}{', --quick' if args.quick else ''})",
+        f"`{args.command}` (git {sha or 'unknown'}{', --quick' if args.quick else ''})",
         "",
-        f"CoNLL-2003 (`{args.data}`), backbone `{args.backbone}`, LoRA, seed 0, batch 16, {args.steps} optimizer steps, a "
+        f"CoNLL-2003 (`{portable(args.data)}`), backbone `{args.backbone}`, LoRA, seed 0, batch 16, {args.steps} optimizer steps, a "
         f"resume checkpoint every {args.save_every}; the training set cut to {args.train_samples} sentences "
         "(`task.max_train_samples`) so that the budget spans epochs and checkpoints fall mid-epoch; validation and test scored whole, once, "
         f"at the end; CPU, {threads} in both runs. Run B was killed with SIGKILL when its first checkpoint was "
@@ -212,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     resumed_from, logged = run_killed_then_resumed(args, work / RESUMED)
     results = [Result.read(work / name / RESULT_FILE) for name in (UNINTERRUPTED, RESUMED)]
     rows = [*compare_results(*results), compare_weights(*(trained_weights(work / name) for name in (UNINTERRUPTED, RESUMED)))]
-    write_markdown(args.out / "resume_check.md", args, rows, resumed_from, logged)
+    write_markdown(args.out / "resume_check.md", args, rows, resumed_from, logged, results[0].git_sha)
     write_csv(args.out / "resume_check.csv", rows)
     print((args.out / "resume_check.md").read_text())
     return 0 if all(row.same for row in rows) else 1
