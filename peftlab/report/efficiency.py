@@ -313,6 +313,10 @@ def plot_efficiency(views: list[EfficiencyView], path: Path) -> Path:
         axis.set_ylabel(f"{view.primary_metric} ×100 ({view.split}), mean ± std over data seeds")
         axis.set_title(title(view), fontsize=10)
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=8)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+        else:  # files older than `data_sizes` record no training-set size to place a point at
+            axis.text(0.5, 0.5, "no run records its training-set size (result.json data_sizes)",
+                      ha="center", va="center", transform=axis.transAxes, fontsize=9)
     figure.savefig(path, dpi=110)
     return path
