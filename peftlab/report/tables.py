@@ -145,11 +145,17 @@ def _metric(mean: float, std: float | None, n: int) -> str:
 
 
 def delta_cell(row: MethodRow) -> str:
-    if row.method == FULL:
+    return _delta(row.method == FULL, row.delta_vs_full, row.budget_differences)
+
+
+def _delta(is_reference: bool, delta: float | None, budget_differences: list[str]) -> str:
+    """A Δ cell, in the method table and the quantization table alike: — for the reference row,
+    n/a without a reference, the points otherwise, marked when the budget differed."""
+    if is_reference:
         return "—"
-    if row.delta_vs_full is None:
+    if delta is None:
         return MISSING
-    return f"{row.delta_vs_full:+.2f}" + (BUDGET_MARK if row.budget_differences else "")
+    return f"{delta:+.2f}" + (BUDGET_MARK if budget_differences else "")
 
 
 def best_line(budget: float | None, row: MethodRow | None) -> str:
@@ -204,11 +210,7 @@ def quantization_table(group: QuantGroup) -> Table:
 
 
 def quant_delta_cell(row: QuantRow) -> str:
-    if row.label == REFERENCE:
-        return "—"
-    if row.delta_vs_none is None:
-        return MISSING
-    return f"{row.delta_vs_none:+.2f}" + (BUDGET_MARK if row.budget_differences else "")
+    return _delta(row.label == REFERENCE, row.delta_vs_none, row.budget_differences)
 
 
 def plot_blocks(plots: dict[str, Path], notes: list[str]) -> list[Block]:
