@@ -62,7 +62,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from peftlab.config import check_config, config_dir
-from peftlab.errors import ConfigError, PeftlabError
+from peftlab.errors import ConfigError, run_command
 from peftlab.report.continual import CONTINUAL_FILE, MARKDOWN_FILE, write_continual_report
 from peftlab.result import git_sha
 
@@ -250,16 +250,7 @@ def stage_record(stage: Stage, out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    if overrides in (["-h"], ["--help"]):
-        print(__doc__)
-        return 0
-    try:
-        run_continual(overrides)
-    except PeftlabError as error:
-        print(f"\npeftlab.continual: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command("peftlab.continual", __doc__, run_continual, argv)
 
 
 def run_continual(overrides: list[str]) -> Path:

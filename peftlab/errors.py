@@ -2,6 +2,7 @@
 without a traceback; anything else that escapes is a bug in peftlab and keeps its traceback."""
 
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 USER_ERROR_EXIT_CODE = 2  # argparse's, for a command the user can fix
@@ -37,3 +38,20 @@ def exit_with(error: PeftlabError) -> NoReturn:
     """End the command on a user error: its paragraph on stderr, exit code 2."""
     print(f"\npeftlab: error: {error}", file=sys.stderr)
     sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def run_command(name: str, usage: str, body: Callable[[list[str]], object], argv: list[str] | None) -> int:
+    """The entry point of a `python -m peftlab.<command> [overrides]` that drives runs (protocol,
+    continual): `-h` prints its usage, a user error is one paragraph on stderr and exit code 2.
+    Returns the exit code: `body`'s where it returns one (an int), else 0 (a body may return
+    what it wrote, as run_continual returns continual.json's path)."""
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    if overrides in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    try:
+        outcome = body(overrides)
+    except PeftlabError as error:
+        print(f"\n{name}: error: {error}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
+    return outcome if isinstance(outcome, int) else 0

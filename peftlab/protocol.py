@@ -46,7 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from peftlab.config import check_config, config_dir
-from peftlab.errors import ConfigError, PeftlabError, ProtocolError
+from peftlab.errors import ConfigError, ProtocolError, run_command
 from peftlab.result import RESULT_FILE, git_sha
 
 SUMMARY_JSON = "protocol.json"
@@ -96,15 +96,7 @@ class MethodOutcome:
 
 
 def main(argv: list[str] | None = None) -> int:
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    if overrides in (["-h"], ["--help"]):
-        print(__doc__)
-        return 0
-    try:
-        return run_protocol(overrides)
-    except PeftlabError as error:
-        print(f"\npeftlab.protocol: error: {error}", file=sys.stderr)
-        return 2
+    return run_command("peftlab.protocol", __doc__, run_protocol, argv)
 
 
 def run_protocol(overrides: list[str]) -> int:
