@@ -59,7 +59,9 @@ from peftlab.tasks.generation import Generation  # noqa: E402
 
 DEFAULT_OVERRIDES = ["backbone=smollm2", "task=banking77_gen", "method=lora", "task.max_train_samples=240", "trainer.batch_size=8"]
 SPLITS = ("validation", "test")
-MEASURED = ("eval_seconds", "eval_cpu_seconds", "peak_rss_mb")
+MEASURED_LABELS = {"eval_seconds": "evaluation, wall s", "eval_cpu_seconds": "evaluation, CPU s (all threads)",
+                   "peak_rss_mb": "peak RSS, MB"}
+MEASURED = tuple(MEASURED_LABELS)
 QUICK_PROMPTS, QUICK_TRAIN_STEPS = 16, 5
 QUICK_HELP = f"{QUICK_PROMPTS} prompts, {QUICK_TRAIN_STEPS} training steps, 1 repeat"
 
@@ -166,12 +168,42 @@ def compare(before: Path, after: Path, out_dir: Path, repeats: int, train_steps:
         writer = csv.DictWriter(file, fieldnames=[key for key in rows[0] if key != "predictions"])
         writer.writeheader()
         writer.writerows({key: value for key, value in row.items() if key != "predictions"} for row in rows)
-    print(f"\n{rows[0]['prompts']} prompts, {train_steps} training steps, {repeats} repeats; predictions identical: {identical}")
-    for key in MEASURED:
-        before_median, after_median = (statistics.median(r[key] for r in rows if r["version"] == v) for v in ("before", "after"))
+    summary = f"{rows[0]['prompts']} prompts, {train_steps} training steps, {repeats} repeats; predictions identical: {identical}"
+    medians = {key: [statistics.median(r[key] for r in rows if r["version"] == v) for v in ("before", "after")]
+               for key in MEASURED}
+    print(f"\n{summary}")
+    for key, (before_median, after_median) in medians.items():
         print(f"{key}: before {before_median:.1f}  after {after_median:.1f}  before/after {before_median / after_median:.2f}")
+    (out_dir / "generation_eval.md").write_text(render(rows, medians, summary))
     if not identical:
         sys.exit(f"predictions differ between the runs: see the JSON files in {out_dir}")
+
+
+def render(rows: list[dict], medians: dict[str, list[float]], summary: str) -> str:
+    """The comparison as Markdown: the command that made it, medians per version, the ratios
+    against the goals of issue 12 (3x faster, peak RSS at most 2 GB)."""
+    shas = {row["version"]: row["git_sha"] or "unknown" for row in rows}
+    lines = [
+        "# Generation evaluation: before and after",
+        "",
+        f"`python benchmarks/generation_eval.py {' '.join(sys.argv[2:])}`",
+        "",
+        f"before: git {shas['before']}; after: git {shas['after']}. {summary}. Each measurement is a fresh process "
+        "that loads the adapter and evaluates validation then test (teacher-forced loss, then greedy generation); "
+        "the checkouts alternate, and each cell is the median over repeats. Raw numbers: generation_eval.csv.",
+        "",
+        "| | before | after | before / after |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, (before_median, after_median) in medians.items():
+        lines.append(f"| {MEASURED_LABELS[key]} | {before_median:,.1f} | {after_median:,.1f} | {before_median / after_median:.2f} |")
+    speedup, peak = medians["eval_seconds"][0] / medians["eval_seconds"][1], medians["peak_rss_mb"][1]
+    lines += [
+        "",
+        f"- speed-up (wall): {speedup:.2f}x (goal >= 3: {'met' if speedup >= 3 else 'NOT met'})",
+        f"- peak RSS after: {peak:,.0f} MB (goal <= 2,000: {'met' if peak <= 2000 else 'NOT met'})",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
