@@ -186,7 +186,7 @@ def render(rows: list[dict], medians: dict[str, list[float]], summary: str) -> s
     lines = [
         "# Generation evaluation: before and after",
         "",
-        f"`python benchmarks/generation_eval.py {' '.join(sys.argv[2:])}`",
+        f"`python benchmarks/generation_eval.py {' '.join(sys.argv[1:])}`",
         "",
         f"before: git {shas['before']}; after: git {shas['after']}. {summary}. Each measurement is a fresh process "
         "that loads the adapter and evaluates validation then test (teacher-forced loss, then greedy generation); "

@@ -42,7 +42,7 @@ def test_generation_eval_compares_two_checkouts_on_a_tiny_model(tiny_decoder, tm
     assert set(record["metrics"]["test"]) >= {"test_loss", "test_exact_match"}
 
     table = (out / "generation_eval.md").read_text()
-    assert "predictions identical: True" in table and "--quick" in table  # the command that made it
+    assert "predictions identical: True" in table and "generation_eval.py compare " in table and "--quick" in table  # the command that made it
     peak_row = next(line for line in table.splitlines() if line.startswith("| peak RSS"))
     before, after = (float(row["peak_rss_mb"]) for row in rows)
     assert peak_row.split("|")[2:4] == [f" {before:,.1f} ", f" {after:,.1f} "]
