@@ -23,6 +23,7 @@ from peftlab.report import (
     read_runs,
     write_report,
 )
+from peftlab.report.aggregate import short_names
 from tests.helpers import failed, result, write_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,12 +214,96 @@ def test_repeated_and_missing_seeds_are_kept_and_noted(tmp_path):
     assert "`full`" not in notes and "`bitfit`" not in notes
 
 
-def test_runs_of_one_method_with_different_settings_are_noted(tmp_path):
-    wide = result("lora", 1, 0.8, config={"method": {"name": "lora", "lr": 1e-3, "r": 16}, "trainer": {"epochs": 1}})
-    narrow = result("lora", 0, 0.8, config={"method": {"name": "lora", "lr": 1e-3, "r": 8}, "trainer": {"epochs": 1}})
-    runs = [narrow, wide, result("full", 0, 0.8), result("full", 1, 0.8)]
+def lora_with_dropout(seed: int, f1: float, dropout: float, **settings) -> dict:
+    """A LoRA run as a sweep over method.dropout writes it: peft's lora_dropout is the same knob
+    by interpolation, so both keys differ in lockstep."""
+    run = result("lora", seed, f1)
+    return configured(run, {"method.dropout": dropout, "method.peft.lora_dropout": dropout, **settings})
+
+
+def dropout_sweep() -> list[dict]:
+    """lora at dropout 0.0 (80, 82) and 0.1 (70, 74) on seeds 0 and 1, beside full (84, 86)."""
+    return [
+        lora_with_dropout(0, 0.80, 0.0), lora_with_dropout(1, 0.82, 0.0),
+        lora_with_dropout(0, 0.70, 0.1), lora_with_dropout(1, 0.74, 0.1),
+        result("full", 0, 0.84), result("full", 1, 0.86),
+    ]
+
+
+def test_runs_of_one_method_with_different_settings_get_a_row_each_with_its_delta(tmp_path):
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, dropout_sweep())))
+    (group,) = report.groups
+    rows = {row.label: row for row in group.rows}
+    assert set(rows) == {"lora (dropout=0.0)", "lora (dropout=0.1)", "full"}
+    assert rows["lora (dropout=0.0)"].method == "lora" and rows["lora (dropout=0.0)"].variant == "dropout=0.0"
+    assert rows["lora (dropout=0.0)"].metric_mean == pytest.approx(81.0)
+    assert rows["lora (dropout=0.1)"].metric_mean == pytest.approx(72.0)
+    assert rows["lora (dropout=0.1)"].metric_std == pytest.approx(2 ** 0.5 * 2)
+    assert rows["lora (dropout=0.0)"].delta_vs_full == pytest.approx(81.0 - 85.0)
+    assert rows["lora (dropout=0.1)"].delta_vs_full == pytest.approx(72.0 - 85.0)
+    assert group.notes == []  # neither "pools runs whose settings differ" nor "seed 0 has 2 runs"
+
+
+def test_split_rows_are_labelled_in_markdown_html_and_csv(tmp_path):
+    folder = write_runs(tmp_path / "runs", dropout_sweep())
+    written = write_report(folder, tmp_path / "report")
+    cells = [[cell.strip(" *") for cell in line.strip("|").split("|")] for line in table_lines(
+        written["markdown"].read_text())]
+    assert [(row[0], row[3], row[4]) for row in cells] == [
+        ("lora (dropout=0.0)", "81.00 ± 1.41 (n=2)", "-4.00"), ("lora (dropout=0.1)", "72.00 ± 2.83 (n=2)", "-13.00"),
+        ("full", "85.00 ± 1.41 (n=2)", "—"),
+    ]
+    html = written["html"].read_text()
+    assert "lora (dropout=0.0)" in html and "lora (dropout=0.1)" in html
+    rows = csv_rows(written["csv"])
+    variants = {(row["method"], row["variant"], row["seed"]) for row in rows.values()}
+    assert variants == {("lora", "dropout=0.0", "0"), ("lora", "dropout=0.0", "1"), ("lora", "dropout=0.1", "0"),
+                        ("lora", "dropout=0.1", "1"), ("full", "", "0"), ("full", "", "1")}
+
+
+def test_bookkeeping_settings_do_not_split_a_row(tmp_path):
+    runs = [
+        configured(result("lora", 0, 0.80), {"trainer.threads": 1, "trainer.progress_bar": True}),
+        configured(result("lora", 1, 0.82), {"trainer.threads": 2, "trainer.progress_bar": False}),
+    ]
     report = build_report(tmp_path, *read_runs(write_runs(tmp_path, runs)))
-    assert report.groups[0].notes == ["`lora` pools runs whose settings differ: method.r."]
+    (row,) = report.groups[0].rows
+    assert row.label == "lora" and row.n == 2 and row.metric_mean == pytest.approx(81.0)
+
+
+def test_a_label_names_each_differing_setting_once_by_its_shortest_unambiguous_key(tmp_path):
+    paired = [  # r and alpha swept in pairs differ in lockstep but are two knobs: both named
+        configured(result("lora", 0, 0.80), {"method.r": 8, "method.alpha": 16, "method.peft.r": 8, "trainer.lr": 1e-3}),
+        configured(result("lora", 0, 0.82), {"method.r": 16, "method.alpha": 32, "method.peft.r": 16, "trainer.lr": 1e-3}),
+        configured(result("lora", 0, 0.84), {"method.r": 16, "method.alpha": 32, "method.peft.r": 16, "trainer.lr": 5e-4}),
+    ]
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, paired)))
+    labels = [row.label for row in report.groups[0].rows]
+    assert sorted(labels) == ["lora (alpha=16, r=8, lr=0.001)", "lora (alpha=32, r=16, lr=0.0005)",
+                              "lora (alpha=32, r=16, lr=0.001)"]
+    assert short_names(["method.peft.r", "method.r", "trainer.lr"]) == {
+        "method.peft.r": "peft.r", "method.r": "method.r", "trainer.lr": "lr"}
+
+
+def test_repeated_seeds_are_noted_within_a_variant(tmp_path):
+    runs = dropout_sweep() + [lora_with_dropout(0, 0.72, 0.1)]
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, runs)))
+    (note,) = report.groups[0].notes
+    assert note.startswith("`lora (dropout=0.1)` seed 0 has 2 runs (")
+
+
+def test_full_fine_tuning_in_two_variants_gives_no_delta_and_says_why(tmp_path):
+    runs = dropout_sweep()[:1] + [
+        configured(result("full", 0, 0.84), {"method.lr": 5e-5}), configured(result("full", 0, 0.90), {"method.lr": 2e-5}),
+    ]
+    report = build_report(tmp_path, *read_runs(write_runs(tmp_path, runs)))
+    (group,) = report.groups
+    assert [row.label for row in group.rows] == ["lora", "full (lr=2e-05)", "full (lr=5e-05)"]
+    assert all(row.delta_vs_full is None for row in group.rows)
+    assert group.notes == [
+        "`full` has 2 variants here (`full (lr=2e-05)`, `full (lr=5e-05)`), none of them the reference, so Δ vs "
+        "full is n/a: report one of them in a folder of its own for Δ."
+    ]
 
 
 def test_unreadable_files_are_skipped_with_the_reason(tmp_path):
@@ -582,7 +667,7 @@ def test_results_csv_has_one_row_per_run_with_its_values(tmp_path):
     broken = by_path["conll2003/11_ia3_s2/result.json"]
     assert broken["status"] == "failed" and broken["error"] == TRACEBACK and broken["metric"] == ""
     header = list(rows[0])
-    assert header[:8] == ["status", "error", "task", "dataset", "method", "backbone", "quant", "seed"]
+    assert header[:9] == ["status", "error", "task", "dataset", "method", "variant", "backbone", "quant", "seed"]
     assert header[-2:] == ["checkpoint_size_bytes", "path"]
 
 

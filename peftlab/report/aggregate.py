@@ -1,11 +1,10 @@
 """Aggregation: the successful runs grouped into tables of runs that differ only in method and
-seed (peftlab/report/comparison.py decides what may share a table), one row per method with its
-means over seeds, the best method per budget of trainable parameters, and the notes and checks
+seed (peftlab/report/comparison.py decides what may share a table), one row per method and
+variant (its runs' differing training settings, never pooled) with its means over seeds, the best method per budget of trainable parameters, and the notes and checks
 a reader needs beside the numbers. Pure: numbers in, numbers out; tables.py puts them in words."""
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import Counter, defaultdict
@@ -20,9 +19,11 @@ from peftlab.report.comparison import (
     MIN_EVALUATIONS,
     UNKNOWN,
     budget_differences,
+    config_value,
     convergence,
     group_settings,
     is_bimodal,
+    shown,
 )
 from peftlab.report.read import Run, Unreadable, finite, primary_score
 
@@ -34,6 +35,20 @@ VALIDATION_MARK = "†"
 FLAG = "⚠"
 SPLITS = ("train", "validation", "test")
 EVAL_SUBSAMPLE = "task.max_eval_samples"
+TRAINING_SECTIONS = ("method", "trainer")
+# trainer keys that change how a run is watched, saved or placed on the machine, never the
+# weights it trains or its scores (conf/trainer/default.yaml, peftlab/config.py TrainerConfig):
+# progress_bar and logging_steps print, save_every and keep_checkpoints write resume checkpoints
+# (no random number is drawn for them), eval_batch_size batches the masked, padded evaluation,
+# threads moves train s the way a busier or quieter machine does. Every other method.* and
+# trainer.* key splits a row: the learning rate, the budget, the batches (group_by_length), the
+# evaluations that select_best and early stopping choose from, and gradient_checkpointing, which
+# keeps the numbers but is set to change the peak memory the table compares.
+BOOKKEEPING = frozenset(
+    f"trainer.{key}"
+    for key in ("progress_bar", "logging_steps", "save_every", "keep_checkpoints", "eval_batch_size", "threads")
+)
+DERIVED_PREFIX = "method.peft."  # the peft config, filled from the method's own knobs by interpolation
 
 Settings = tuple[tuple[str, str], ...]
 GroupKey = tuple[str, str, str, str, str, Settings]
@@ -53,10 +68,11 @@ class Thresholds:
 
 @dataclass
 class MethodRow:
-    """One method in one group: means over its successful runs. Metric values are in points
-    (x100); `seeds` has one entry per run, so a repeated seed shows twice."""
+    """One method in one group, at one variant: means over its successful runs. Metric values
+    are in points (x100); `seeds` has one entry per run, so a repeated seed shows twice."""
 
     method: str
+    variant: str  # "dropout=0.1": the training settings that tell it from the method's other rows; "" if none
     seeds: list[int]
     scores: list[float]  # the primary metric of each run, in seed order
     trainable: float | None
@@ -79,6 +95,11 @@ class MethodRow:
     def n(self) -> int:
         return len(self.seeds)
 
+    @property
+    def label(self) -> str:
+        """The row's name in tables, notes and legends: `lora`, or `lora (dropout=0.1)`."""
+        return row_label(self.method, self.variant)
+
 
 @dataclass
 class Group:
@@ -97,10 +118,11 @@ class Group:
     rows: list[MethodRow]
     best: list[tuple[float | None, MethodRow | None]]  # (budget in % trainable, best row) per budget
     notes: list[str]
-    curves: dict[str, list[tuple[float, float]]]  # method -> (step, validation metric in points)
+    curves: dict[str, list[tuple[float, float]]]  # row label -> (step, validation metric in points)
     data_sizes: dict[str, list[int]]  # split -> the example counts its runs recorded (one, normally)
     run_notes: list[str]  # result.json notes, numbered in order: "[1] who: what"
     checks: list[str]  # convergence and bimodality, in words
+    variants: dict[str, str]  # run path -> its row's variant
     distinguishing: Settings = ()  # settings that tell this table from another with the same heading
 
     @property
@@ -109,7 +131,7 @@ class Group:
 
     @property
     def budget_warnings(self) -> list[str]:
-        return [f"`{row.method}`: {', '.join(row.budget_differences)}" for row in self.rows if row.budget_differences]
+        return [f"`{row.label}`: {', '.join(row.budget_differences)}" for row in self.rows if row.budget_differences]
 
     def metric_label(self) -> str:
         return metric_label(self.split, self.settings, self.data_sizes)
@@ -143,18 +165,26 @@ def group_key(run: Run) -> GroupKey:
 
 def build_group(key: GroupKey, runs: list[Run], thresholds: Thresholds = Thresholds()) -> Group:
     split = metric_split(runs)
-    by_method = group_by(runs, lambda run: run.method)
-    full_mean = statistics.fmean(metric_values(by_method[FULL], split)) if FULL in by_method else None
+    variants = {
+        run.path: variant
+        for members in group_by(runs, lambda run: run.method).values()
+        for run, variant in zip(members, variant_labels(members))
+    }
+    by_row = group_by(runs, lambda run: row_label(run.method, variants[run.path]))
+    full_runs = [members for members in by_row.values() if members[0].method == FULL]
+    reference = full_runs[0] if len(full_runs) == 1 else None
+    full_mean = statistics.fmean(metric_values(reference, split)) if reference else None
     rows = sorted(
-        (method_row(method, members, split, full_mean, thresholds) for method, members in by_method.items()),
+        (
+            method_row(members[0].method, variants[members[0].path], members, split, full_mean, thresholds)
+            for members in by_row.values()
+        ),
         key=_row_order,
     )
     for row in rows:
-        if row.method != FULL and FULL in by_method and not trained_nothing(by_method[row.method]):
-            row.budget_differences = budget_differences(by_method[row.method], by_method[FULL])
-    notes = seed_notes(by_method) + pooling_notes(by_method) + untrained_notes(rows, by_method)
-    if full_mean is None:
-        notes.append(f"no successful `{FULL}` run in this group, so Δ vs full is {MISSING}.")
+        if row.method != FULL and reference and not trained_nothing(by_row[row.label]):
+            row.budget_differences = budget_differences(by_row[row.label], reference)
+    notes = seed_notes(by_row) + untrained_notes(rows, by_row) + reference_notes(rows)
     return Group(
         *key,
         split=split,
@@ -162,11 +192,72 @@ def build_group(key: GroupKey, runs: list[Run], thresholds: Thresholds = Thresho
         rows=rows,
         best=best_per_budget(rows),
         notes=notes,
-        curves=learning_curves(by_method, key[4]),
+        curves=learning_curves(by_row, key[4]),
         data_sizes=data_sizes(runs),
-        run_notes=number_run_notes(rows, by_method),
+        run_notes=number_run_notes(rows, by_row),
         checks=check_lines(rows, thresholds),
+        variants=variants,
     )
+
+
+def reference_notes(rows: list[MethodRow]) -> list[str]:
+    """Why Δ vs full is n/a: no full run, or full runs configured differently, none of which is
+    more the reference than another (a sweep over full's learning rate: pick one, then compare)."""
+    full_rows = [row.label for row in rows if row.method == FULL]
+    if not full_rows:
+        return [f"no successful `{FULL}` run in this group, so Δ vs full is {MISSING}."]
+    if len(full_rows) > 1:
+        return [
+            f"`{FULL}` has {len(full_rows)} variants here ({', '.join(f'`{label}`' for label in full_rows)}), none of "
+            f"them the reference, so Δ vs full is {MISSING}: report one of them in a folder of its own for Δ."
+        ]
+    return []
+
+
+def row_label(method: str, variant: str) -> str:
+    return f"{method} ({variant})" if variant else method
+
+
+def training_settings(run: Run) -> dict[str, str]:
+    """The run's method.* and trainer.* settings that can change what it trains (all but
+    BOOKKEEPING), flattened to dotted keys, each value as comparison.shown writes it."""
+    flat = _flatten({name: run.config.get(name) or {} for name in TRAINING_SECTIONS})
+    return {key: shown(config_value(run, key)) for key in flat if key not in BOOKKEEPING}
+
+
+def variant_labels(runs: list[Run]) -> list[str]:
+    """Each of one method's runs in one table, named by the training settings on which that
+    method's runs differ ("dropout=0.1, r=16"; "" where they all agree), so runs configured
+    differently are never pooled into a mean ± std that reads like seed variance. A key that is a
+    copy of another (the same value on every run: method.peft.lora_dropout is method.dropout,
+    trainer.lr is method.lr by interpolation) is named once, by the key a user sets."""
+    settings = [training_settings(run) for run in runs]
+    keys = sorted(set().union(*settings))
+    columns = {key: tuple(one.get(key, UNKNOWN) for one in settings) for key in keys}
+    differing = [key for key in keys if len(set(columns[key])) > 1]
+    kept: dict[tuple[str, ...], str] = {}
+    for key in sorted(differing, key=_user_facing_first):
+        kept.setdefault(columns[key], key)
+    names = short_names(sorted(kept.values()))
+    return [", ".join(f"{names[key]}={one.get(key, UNKNOWN)}" for key in sorted(kept.values())) for one in settings]
+
+
+def _user_facing_first(key: str) -> tuple[bool, int, str]:
+    return key.startswith(DERIVED_PREFIX), key.count("."), key
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key by its shortest ending that no other key shares: `dropout`, but
+    `peft.r` and `method.r` where both are shown."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for length in range(1, len(parts) + 1):
+            ending = ".".join(parts[-length:])
+            if not any(other != key and (other == ending or other.endswith("." + ending)) for other in keys):
+                break
+        names[key] = ending
+    return names
 
 
 def mark_distinguishing(groups: list[Any]) -> None:
@@ -214,7 +305,8 @@ def metric_values(runs: list[Run], split: str) -> list[float]:
 
 
 def method_row(
-    method: str, runs: list[Run], split: str, full_mean: float | None, thresholds: Thresholds = Thresholds()
+    method: str, variant: str, runs: list[Run], split: str, full_mean: float | None,
+    thresholds: Thresholds = Thresholds(),
 ) -> MethodRow:
     by_seed = sorted(runs, key=lambda run: run.seed)
     values = metric_values(by_seed, split)
@@ -225,6 +317,7 @@ def method_row(
     timing = [run.timing for run in runs if run.timing]
     return MethodRow(
         method=method,
+        variant=variant,
         seeds=[run.seed for run in by_seed],
         scores=values,
         trainable=mean_of(count.trainable for count in params),
@@ -253,13 +346,13 @@ def trained_nothing(runs: list[Run]) -> bool:
     return all(run.params is not None and run.params.trainable == 0 for run in runs)
 
 
-def untrained_notes(rows: list[MethodRow], by_method: dict[str, list[Run]]) -> list[str]:
+def untrained_notes(rows: list[MethodRow], by_row: dict[str, list[Run]]) -> list[str]:
     """What a row of a method that trained nothing means, so its Δ and times are read as such."""
     return [
-        f"`{row.method}` trains nothing (0 parameters; the model is evaluated as loaded): its Δ vs full is what "
+        f"`{row.label}` trains nothing (0 parameters; the model is evaluated as loaded): its Δ vs full is what "
         "training adds over the untrained model, its train s is 0, and no budget or convergence applies to it."
         for row in rows
-        if trained_nothing(by_method[row.method])
+        if trained_nothing(by_row[row.label])
     ]
 
 
@@ -274,19 +367,19 @@ def data_sizes(runs: list[Run]) -> dict[str, list[int]]:
     return {split: sorted(sizes[split]) for split in SPLITS if sizes[split]}
 
 
-def number_run_notes(rows: list[MethodRow], by_method: dict[str, list[Run]]) -> list[str]:
+def number_run_notes(rows: list[MethodRow], by_row: dict[str, list[Run]]) -> list[str]:
     """The runs' own `notes` (a validation split carved from train, no test split, ...), each
     text once, numbered in table order; each row learns the numbers its runs carry."""
     carriers: dict[str, list[tuple[str, int]]] = {}
     for row in rows:
-        for run in sorted(by_method[row.method], key=lambda run: run.seed):
+        for run in sorted(by_row[row.label], key=lambda run: run.seed):
             for note in run.notes:
-                carriers.setdefault(note, []).append((row.method, run.seed))
+                carriers.setdefault(note, []).append((row.label, run.seed))
     every_run = sum(row.n for row in rows)
     numbered = []
     for number, (text, runs) in enumerate(carriers.items(), start=1):
         for row in rows:
-            if any(method == row.method for method, _ in runs):
+            if any(label == row.label for label, _ in runs):
                 row.note_marks.append(number)
         numbered.append(f"[{number}] {_carriers(runs, every_run)}: {text}")
     return numbered
@@ -297,9 +390,9 @@ def _carriers(runs: list[tuple[str, int]], every_run: int) -> str:
     if len(runs) == every_run:
         return "every run"
     seeds: dict[str, list[int]] = defaultdict(list)
-    for method, seed in runs:
-        seeds[method].append(seed)
-    return "; ".join(f"`{method}` {_seeds(members)}" for method, members in seeds.items())
+    for label, seed in runs:
+        seeds[label].append(seed)
+    return "; ".join(f"`{label}` {_seeds(members)}" for label, members in seeds.items())
 
 
 def _unknown_runs(unknown: list[tuple[str, int, int]], every_run: int) -> str:
@@ -308,10 +401,10 @@ def _unknown_runs(unknown: list[tuple[str, int, int]], every_run: int) -> str:
     if len(unknown) == every_run and len(counts) == 1:
         return f"every run, {_evaluations(counts.pop())} each"
     seeds: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for method, seed, count in unknown:
-        seeds[method, count].append(seed)
+    for label, seed, count in unknown:
+        seeds[label, count].append(seed)
     return "; ".join(
-        f"`{method}` {_seeds(members)}: {_evaluations(count)}" for (method, count), members in seeds.items()
+        f"`{label}` {_seeds(members)}: {_evaluations(count)}" for (label, count), members in seeds.items()
     )
 
 
@@ -324,25 +417,25 @@ def _evaluations(count: int) -> str:
 
 
 def check_lines(rows: list[MethodRow], thresholds: Thresholds) -> list[str]:
-    """Convergence and bimodality in words, one line per method that has something to say, and
+    """Convergence and bimodality in words, one line per row that has something to say, and
     one line for every run whose convergence cannot be told."""
     lines = []
     for row in rows:
         if row.bimodal:
             scores = ", ".join(f"{score:.2f}" for score in row.scores)
             lines.append(
-                f"`{row.method}` is bimodal ({FLAG}): its runs score {scores}, the lowest below "
+                f"`{row.label}` is bimodal ({FLAG}): its runs score {scores}, the lowest below "
                 f"{thresholds.bimodal_ratio:g} × the highest; some seeds learned and others stayed near the trivial "
                 "predictor, so its mean ± std describes no run. Look at the runs in results.csv; run more seeds."
             )
         if row.not_converged:
             gains = ", ".join(f"seed {seed} +{gain:.2f}" for seed, gain in row.not_converged)
             lines.append(
-                f"`{row.method}` not converged ({FLAG}) in {len(row.not_converged)} of {row.n} runs ({gains} points "
+                f"`{row.label}` not converged ({FLAG}) in {len(row.not_converged)} of {row.n} runs ({gains} points "
                 f"over the last two evaluations, more than --converged-delta {thresholds.converged_delta:g}): "
                 "it was still improving when training stopped; train longer before ranking it."
             )
-    unknown = [(row.method, seed, count) for row in rows for seed, count in row.convergence_unknown]
+    unknown = [(row.label, seed, count) for row in rows for seed, count in row.convergence_unknown]
     if unknown:
         lines.append(
             f"convergence unknown (fewer than {MIN_EVALUATIONS} validation evaluations during training; "
@@ -359,8 +452,8 @@ def mean_of(values: Iterable[float | None], scale: float = 1.0) -> float | None:
     return scale * statistics.fmean(numbers) if numbers else None
 
 
-def _row_order(row: MethodRow) -> tuple[bool, float, str]:
-    return row.method == FULL, math.inf if row.trainable is None else row.trainable, row.method
+def _row_order(row: MethodRow) -> tuple[bool, float, str, str]:
+    return row.method == FULL, math.inf if row.trainable is None else row.trainable, row.method, row.variant
 
 
 def best_per_budget(rows: list[MethodRow]) -> list[tuple[float | None, MethodRow | None]]:
@@ -376,41 +469,24 @@ def best_per_budget(rows: list[MethodRow]) -> list[tuple[float | None, MethodRow
     return best
 
 
-def seed_notes(by_method: dict[str, list[Run]]) -> list[str]:
-    """Repeated seeds (kept in the stats, but probably a sweep run twice into one folder) and
-    seeds a method lacks that others have (its n is smaller: a failed or missing run)."""
+def seed_notes(by_row: dict[str, list[Run]]) -> list[str]:
+    """Repeated seeds within a row (kept in the stats, but probably a sweep run twice into one
+    folder) and seeds a row lacks that others have (its n is smaller: a failed or missing run)."""
     notes = []
-    every_seed = {run.seed for runs in by_method.values() for run in runs}
-    for method, runs in sorted(by_method.items()):
+    every_seed = {run.seed for runs in by_row.values() for run in runs}
+    for label, runs in sorted(by_row.items()):
         counts = Counter(run.seed for run in runs)
         for seed, count in sorted(counts.items()):
             if count > 1:
                 paths = ", ".join(f"`{run.path}`" for run in runs if run.seed == seed)
-                notes.append(f"`{method}` seed {seed} has {count} runs ({paths}); all are in its stats.")
+                notes.append(f"`{label}` seed {seed} has {count} runs ({paths}); all are in its stats.")
         missing = sorted(every_seed - counts.keys())
         if missing:
             notes.append(
-                f"`{method}` has no successful run for seed{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} "
-                f"(other methods have one), so its n is {len(runs)}."
+                f"`{label}` has no successful run for seed{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} "
+                f"(other rows have one), so its n is {len(runs)}."
             )
     return notes
-
-
-def pooling_notes(by_method: dict[str, list[Run]]) -> list[str]:
-    """A row pools every run of a method: say so when they were configured differently
-    (a sweep over `method.r` or `trainer.lr` gives rows that mix settings)."""
-    notes = []
-    for method, runs in sorted(by_method.items()):
-        differing = _differing_settings(runs)
-        if differing:
-            notes.append(f"`{method}` pools runs whose settings differ: {', '.join(differing)}.")
-    return notes
-
-
-def _differing_settings(runs: list[Run]) -> list[str]:
-    settings = [_flatten({name: run.config.get(name) for name in ("method", "trainer")}) for run in runs]
-    keys = set().union(*settings)
-    return sorted(key for key in keys if len({json.dumps(one.get(key), sort_keys=True) for one in settings}) > 1)
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -423,12 +499,12 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def learning_curves(by_method: dict[str, list[Run]], primary: str) -> dict[str, list[tuple[float, float]]]:
+def learning_curves(by_row: dict[str, list[Run]], primary: str) -> dict[str, list[tuple[float, float]]]:
     """Validation primary metric (points) by training step, the mean over the seeds logged at
-    that step; methods whose runs logged no validation point are left out."""
+    that step, per row label; rows whose runs logged no validation point are left out."""
     key = f"validation_{primary}"
     curves = {}
-    for method, runs in by_method.items():
+    for label, runs in by_row.items():
         by_step: dict[float, list[float]] = defaultdict(list)
         for run in runs:
             for point in run.history:
@@ -436,7 +512,7 @@ def learning_curves(by_method: dict[str, list[Run]], primary: str) -> dict[str, 
                 if step is not None and value is not None:
                     by_step[step].append(100 * value)
         if by_step:
-            curves[method] = [(step, statistics.fmean(values)) for step, values in sorted(by_step.items())]
+            curves[label] = [(step, statistics.fmean(values)) for step, values in sorted(by_step.items())]
     return curves
 
 

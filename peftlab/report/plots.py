@@ -48,14 +48,14 @@ def plot_pareto(groups: list[Group], path: Path) -> Path:
             if row.method == FULL:
                 _full_reference(axis, row)
             elif row.trainable_pct == 0:
-                _untrained_reference(axis, row, colors[row.method])
+                _untrained_reference(axis, row, colors[row.label])
             elif row.trainable_pct:  # a log axis has no place for 0 or an unknown share
                 axis.errorbar(
                     row.trainable_pct, row.metric_mean, yerr=row.metric_std or 0, fmt="o", capsize=4,
-                    color=colors[row.method],
+                    color=colors[row.label],
                 )
                 axis.annotate(
-                    f"{row.method} (n={row.n})", (row.trainable_pct, row.metric_mean),
+                    f"{row.label} (n={row.n})", (row.trainable_pct, row.metric_mean),
                     textcoords="offset points", xytext=(6, 4), fontsize=9,
                 )
         axis.set_xscale("log")
@@ -69,7 +69,7 @@ def plot_pareto(groups: list[Group], path: Path) -> Path:
 
 
 def _full_reference(axis: Any, row: MethodRow) -> None:
-    label = f"{FULL} (n={row.n}): {row.metric_mean:.2f}"
+    label = f"{row.label} (n={row.n}): {row.metric_mean:.2f}"
     axis.axhline(row.metric_mean, color="0.25", linestyle="--", label=label)
     if row.metric_std:
         axis.axhspan(row.metric_mean - row.metric_std, row.metric_mean + row.metric_std, color="0.25", alpha=0.12)
@@ -79,21 +79,21 @@ def _full_reference(axis: Any, row: MethodRow) -> None:
 def _untrained_reference(axis: Any, row: MethodRow, color: Any) -> None:
     """A method that trains nothing (in-context prompting) has no place on the log axis: a
     dotted line, the floor that training must rise above, as full fine-tuning's line is the top."""
-    label = f"{row.method} (n={row.n}, nothing trained): {row.metric_mean:.2f}"
+    label = f"{row.label} (n={row.n}, nothing trained): {row.metric_mean:.2f}"
     axis.axhline(row.metric_mean, color=color, linestyle=":", label=label)
     axis.legend(loc="lower right", fontsize=9)
 
 
 def plot_curves(groups: list[Group], path: Path) -> Path:
-    """Validation metric over training steps, one line per method (mean over seeds)."""
+    """Validation metric over training steps, one line per row (mean over seeds)."""
     figure, axes = _figure(len(groups))
     colors = method_colors(groups)
     for axis, group in zip(axes, groups):
         for row in group.rows:
-            points = group.curves.get(row.method)
+            points = group.curves.get(row.label)
             if points:
                 steps, values = zip(*points)
-                axis.plot(steps, values, marker="o", markersize=3, label=row.method, color=colors[row.method])
+                axis.plot(steps, values, marker="o", markersize=3, label=row.label, color=colors[row.label])
         axis.set_xlabel("training step")
         axis.set_ylabel(f"validation {group.primary_metric} ×100, mean over seeds")
         axis.set_title(title(group), fontsize=10)
@@ -104,9 +104,10 @@ def plot_curves(groups: list[Group], path: Path) -> Path:
 
 
 def method_colors(groups: list[Group]) -> dict[str, str]:
-    """One color per method in every panel of both figures, so a method is found at a glance."""
-    methods = dict.fromkeys(row.method for group in groups for row in group.rows)
-    return {method: f"C{number % 10}" for number, method in enumerate(methods)}
+    """One color per row label (method and variant) in every panel of both figures, so a row is
+    found at a glance."""
+    labels = dict.fromkeys(row.label for group in groups for row in group.rows)
+    return {label: f"C{number % 10}" for number, label in enumerate(labels)}
 
 
 def _figure(panels: int) -> tuple[Any, list[Any]]:

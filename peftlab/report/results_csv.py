@@ -12,7 +12,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from peftlab.report.aggregate import SPLITS, Report, Thresholds, group_key
+from peftlab.report.aggregate import SPLITS, Group, Report, Thresholds, group_key
 from peftlab.report.comparison import (
     BUDGET_SETTINGS,
     FINGERPRINT,
@@ -25,6 +25,7 @@ from peftlab.report.read import Run, primary_score
 from peftlab.result import Memory, ParamCount, Timing
 
 IDENTITY = ("task", "dataset", "method", "backbone", "quant", "seed")
+IDENTITY_COLUMNS = ("task", "dataset", "method", "variant", "backbone", "quant", "seed")  # variant: from its table
 PARAM_KEYS, TIMING_KEYS, MEMORY_KEYS = (
     tuple(field.name for field in fields(record)) for record in (ParamCount, Timing, Memory)
 )
@@ -35,16 +36,19 @@ def results_rows(report: Report) -> list[dict[str, Any]]:
     """One flat row per run, ok and failed. `metric` is the primary metric as result.json has it
     (a fraction), on `metric_split`, the split the run's table used. Beside the numbers: the
     settings that define its table, its budget, its convergence, the examples it used, its notes
-    and the commit that made it."""
-    splits = {group.key: group.split for group in report.groups}
+    and the commit that made it. `variant` names the training settings that put the run in a row
+    of its own beside its method's other rows (aggregate.variant_labels); empty where none does."""
+    groups = {group.key: group for group in report.groups}
     return [
-        _flat_run(run, splits[group_key(run)] if run.status == "ok" else None, report.thresholds)
+        _flat_run(run, groups[group_key(run)] if run.status == "ok" else None, report.thresholds)
         for run in report.runs
     ]
 
 
-def _flat_run(run: Run, split: str | None, thresholds: Thresholds) -> dict[str, Any]:
+def _flat_run(run: Run, group: Group | None, thresholds: Thresholds) -> dict[str, Any]:
+    split = group.split if group else None
     row = {key: getattr(run, key) for key in ("status", "error", *IDENTITY, FINGERPRINT, "git_sha")}
+    row["variant"] = group.variants[run.path] if group else None
     row.update({key: raw_setting(run, key) for key in (*GROUP_SETTINGS, *quant_keys(run), *BUDGET_SETTINGS)})
     row.update(_prefixed("params", asdict(run.params) if run.params else {}))
     row["primary_metric"] = run.primary_metric
@@ -81,7 +85,7 @@ def csv_columns(rows: list[dict[str, Any]]) -> list[str]:
         return ordered + sorted(found - set(ordered))
 
     return [
-        "status", "error", *IDENTITY, FINGERPRINT, "git_sha", *GROUP_SETTINGS,
+        "status", "error", *IDENTITY_COLUMNS, FINGERPRINT, "git_sha", *GROUP_SETTINGS,
         *section_columns("quant", separator="."), *BUDGET_SETTINGS, *section_columns("params", PARAM_KEYS),
         "primary_metric", "metric_split", "metric", "convergence", "evaluations", "convergence_gain",
         *section_columns("data_sizes", SPLITS), *section_columns("validation"), *section_columns("test"),

@@ -121,7 +121,7 @@ def group_table(group: Group) -> Table:
     for row in group.rows:
         emphasis = Bold if any(row is winner for winner in best) else str
         rows.append([
-            emphasis(row.method), _count(row.trainable), _percent(row.trainable_pct), emphasis(metric_cell(row)),
+            emphasis(row.label), _count(row.trainable), _percent(row.trainable_pct), emphasis(metric_cell(row)),
             delta_cell(row), _fixed(row.peak_rss_mb, 0),
             *([_fixed(row.peak_cuda_mb, 0)] if with_cuda else []),
             _fixed(row.train_seconds, 1), _fixed(row.samples_per_second, 1), _fixed(row.checkpoint_mb, 2),
@@ -160,7 +160,7 @@ def _delta(is_reference: bool, delta: float | None, budget_differences: list[str
 
 def best_line(budget: float | None, row: MethodRow | None) -> str:
     scope = "best overall" if budget is None else f"best within ≤{budget:g}% trainable"
-    return f"{scope}: {row.method} ({row.metric_mean:.1f})" if row else f"{scope}: no method"
+    return f"{scope}: {row.label} ({row.metric_mean:.1f})" if row else f"{scope}: no method"
 
 
 def quantization_blocks(group: QuantGroup) -> list[Block]:
