@@ -88,6 +88,18 @@ def test_a_quantization_on_another_budget_has_its_delta_marked(tmp_path):
     assert quantization_table(markdown)[1][2] == "-1.00*"
 
 
+def test_a_method_swept_over_a_setting_gets_a_quantization_table_per_setting(tmp_path):
+    runs = [quant_run(quant, 0, f1, 90_000_000, 200.0) for quant, f1 in (("none", 0.33), ("nf4", 0.32), ("none", 0.35),
+                                                                           ("nf4", 0.30))]
+    for run, r in zip(runs, (8, 8, 16, 16)):
+        run["config"]["method"].update(r=r, peft={"r": r})
+    groups = quantization_groups(read_runs(write_runs(tmp_path, runs))[0])
+    assert [(group.label, [row.delta_vs_none for row in group.rows]) for group in groups] == [
+        ("lora (r=16)", pytest.approx([0.0, -5.0])), ("lora (r=8)", pytest.approx([0.0, -1.0])),
+    ]
+    assert "## Quantization: `lora (r=16)`, `conll2003`" in write_report(tmp_path)["markdown"].read_text()
+
+
 def test_methods_and_gpu_memory_split_and_widen_the_table(tmp_path):
     """One table per method; a peak CUDA column once a run measured it, and no CPU caveat."""
     runs = [

@@ -273,9 +273,8 @@ def test_bookkeeping_settings_do_not_split_a_row(tmp_path):
 
 def test_a_label_names_each_differing_setting_once_by_its_shortest_unambiguous_key(tmp_path):
     paired = [  # r and alpha swept in pairs differ in lockstep but are two knobs: both named
-        configured(result("lora", 0, 0.80), {"method.r": 8, "method.alpha": 16, "method.peft.r": 8, "trainer.lr": 1e-3}),
-        configured(result("lora", 0, 0.82), {"method.r": 16, "method.alpha": 32, "method.peft.r": 16, "trainer.lr": 1e-3}),
-        configured(result("lora", 0, 0.84), {"method.r": 16, "method.alpha": 32, "method.peft.r": 16, "trainer.lr": 5e-4}),
+        configured(result("lora", 0, f1), {"method.r": r, "method.alpha": 2 * r, "method.peft.r": r, "trainer.lr": lr})
+        for f1, r, lr in [(0.80, 8, 1e-3), (0.82, 16, 1e-3), (0.84, 16, 5e-4)]
     ]
     report = build_report(tmp_path, *read_runs(write_runs(tmp_path, paired)))
     labels = [row.label for row in report.groups[0].rows]
@@ -294,7 +293,8 @@ def test_repeated_seeds_are_noted_within_a_variant(tmp_path):
 
 def test_full_fine_tuning_in_two_variants_gives_no_delta_and_says_why(tmp_path):
     runs = dropout_sweep()[:1] + [
-        configured(result("full", 0, 0.84), {"method.lr": 5e-5}), configured(result("full", 0, 0.90), {"method.lr": 2e-5}),
+        configured(result("full", 0, 0.84), {"method.lr": 5e-5}),
+        configured(result("full", 0, 0.90), {"method.lr": 2e-5}),
     ]
     report = build_report(tmp_path, *read_runs(write_runs(tmp_path, runs)))
     (group,) = report.groups

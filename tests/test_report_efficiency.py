@@ -124,3 +124,23 @@ def test_sizes_trained_on_other_budgets_are_flagged(tmp_path):
             run["config"]["trainer"]["max_steps"] = 433
     markdown = write_report(write_runs(tmp_path, runs))["markdown"].read_text()
     assert "- trainer.max_steps differs across these runs (150, 433)" in markdown
+
+
+def test_a_method_swept_over_a_setting_gets_a_line_each_but_a_budget_per_size_makes_none(tmp_path):
+    runs = []
+    for shots, steps in ((8, 50), (32, 150)):  # more steps for more examples: a budget note, not a variant
+        for dropout, accuracy in ((0.0, 0.70), (0.1, 0.60)):
+            run = sst2_run("lora", shots, 0, accuracy, max_steps=steps)
+            run["config"]["method"].update(dropout=dropout, peft={"lora_dropout": dropout})
+            runs.append(run)
+    folder = write_runs(tmp_path, runs)
+    view = only_view(folder)
+    assert view.methods == ["lora (dropout=0.0)", "lora (dropout=0.1)"]
+    assert [view.cells["lora (dropout=0.1)", size].mean for size in view.sizes] == pytest.approx([60.0, 60.0])
+    assert view.budget_notes == ["trainer.max_steps differs across these runs (150, 50)"]
+    with (write_report(folder)["efficiency_csv"]).open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert sorted((row["method"], row["variant"], row["size"]) for row in rows) == [
+        ("lora", "dropout=0.0", "K=32"), ("lora", "dropout=0.0", "K=8"),
+        ("lora", "dropout=0.1", "K=32"), ("lora", "dropout=0.1", "K=8"),
+    ]

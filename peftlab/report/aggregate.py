@@ -1,7 +1,8 @@
 """Aggregation: the successful runs grouped into tables of runs that differ only in method and
 seed (peftlab/report/comparison.py decides what may share a table), one row per method and
-variant (its runs' differing training settings, never pooled) with its means over seeds, the best method per budget of trainable parameters, and the notes and checks
-a reader needs beside the numbers. Pure: numbers in, numbers out; tables.py puts them in words."""
+variant (its runs' differing training settings, never pooled) with its means over seeds, the
+best row per budget of trainable parameters, and the notes and checks a reader needs beside
+the numbers. Pure: numbers in, numbers out; tables.py puts them in words."""
 
 from __future__ import annotations
 
@@ -218,20 +219,21 @@ def row_label(method: str, variant: str) -> str:
     return f"{method} ({variant})" if variant else method
 
 
-def training_settings(run: Run) -> dict[str, str]:
+def training_settings(run: Run, ignored: Iterable[str] = ()) -> dict[str, str]:
     """The run's method.* and trainer.* settings that can change what it trains (all but
-    BOOKKEEPING), flattened to dotted keys, each value as comparison.shown writes it."""
+    BOOKKEEPING and `ignored`), flattened to dotted keys, each value as comparison.shown writes it."""
     flat = _flatten({name: run.config.get(name) or {} for name in TRAINING_SECTIONS})
-    return {key: shown(config_value(run, key)) for key in flat if key not in BOOKKEEPING}
+    left_out = BOOKKEEPING.union(ignored)
+    return {key: shown(config_value(run, key)) for key in flat if key not in left_out}
 
 
-def variant_labels(runs: list[Run]) -> list[str]:
+def variant_labels(runs: list[Run], ignored: Iterable[str] = ()) -> list[str]:
     """Each of one method's runs in one table, named by the training settings on which that
     method's runs differ ("dropout=0.1, r=16"; "" where they all agree), so runs configured
     differently are never pooled into a mean ± std that reads like seed variance. A key that is a
     copy of another (the same value on every run: method.peft.lora_dropout is method.dropout,
     trainer.lr is method.lr by interpolation) is named once, by the key a user sets."""
-    settings = [training_settings(run) for run in runs]
+    settings = [training_settings(run, ignored) for run in runs]
     keys = sorted(set().union(*settings))
     columns = {key: tuple(one.get(key, UNKNOWN) for one in settings) for key in keys}
     differing = [key for key in keys if len(set(columns[key])) > 1]

@@ -26,6 +26,7 @@ from typing import Any
 
 from peftlab.report.aggregate import (
     FULL, MISSING, Settings, data_sizes, group_by, mark_distinguishing, metric_label, metric_split, metric_values,
+    row_label, variant_labels,
 )
 from peftlab.report.comparison import (
     BUDGET_SETTINGS, EPOCHS, MAX_STEPS, UNKNOWN, config_value, group_settings, raw_setting, shown,
@@ -43,9 +44,11 @@ Size = tuple[str, str]  # (task.shots_per_class, task.max_train_samples) as show
 
 @dataclass
 class Cell:
-    """One method at one training-set size: its runs pooled over data seeds and training seeds."""
+    """One method (at one variant) at one training-set size: its runs pooled over data seeds and
+    training seeds."""
 
     method: str
+    variant: str  # as in the method tables, but budget settings never make one (the view notes them)
     size: Size
     scores: list[float]  # the primary metric of each run, in points
     data_seeds: list[str]
@@ -78,8 +81,8 @@ class EfficiencyView:
     settings: Settings  # shared by every run here: the group settings but size and data seed
     split: str
     sizes: list[Size]  # by training examples, fewest first
-    methods: list[str]  # the methods that train, by trainable parameters, full last; then those that train nothing
-    cells: dict[tuple[str, Size], Cell]
+    methods: list[str]  # row labels (method, variant) that train, by trainable parameters, full last; then the rest
+    cells: dict[tuple[str, Size], Cell]  # (row label, size) -> cell
     budget_notes: list[str]
     data_sizes: dict[str, list[int]]  # split -> the example counts its runs recorded
     distinguishing: Settings = ()
@@ -129,21 +132,35 @@ def _size(run: Run) -> Size:
 
 def _view(key: tuple[str, str, str, str, str, Settings], runs: list[Run]) -> EfficiencyView:
     split = metric_split(runs)
+    variants = _variants(runs)
+    labels = {run.path: row_label(str(run.method), variants[run.path]) for run in runs}
     cells = {
-        (method, size): _cell(method, size, members, split)
-        for (method, size), members in group_by(runs, lambda run: (str(run.method), _size(run))).items()
+        (label, size): _cell(variants[members[0].path], size, members, split)
+        for (label, size), members in group_by(runs, lambda run: (labels[run.path], _size(run))).items()
     }
-    view = EfficiencyView(*key, split=split, sizes=[], methods=_method_order(runs, cells), cells=cells,
+    view = EfficiencyView(*key, split=split, sizes=[], methods=_method_order(runs, labels, cells), cells=cells,
                           budget_notes=_budget_notes(runs), data_sizes=data_sizes(runs))
     view.sizes = sorted({size for _, size in cells}, key=lambda size: _examples_order(view, size))
     return view
 
 
-def _cell(method: str, size: Size, runs: list[Run], split: str) -> Cell:
+def _variants(runs: list[Run]) -> dict[str, str]:
+    """run path -> its variant among its method's runs in the view (aggregate.variant_labels). A
+    budget that changes with the size (more steps for more examples) makes no variant: the view
+    spans it and says so in its budget notes."""
+    return {
+        run.path: variant
+        for members in group_by(runs, lambda run: run.method).values()
+        for run, variant in zip(members, variant_labels(members, ignored=BUDGET_SETTINGS))
+    }
+
+
+def _cell(variant: str, size: Size, runs: list[Run], split: str) -> Cell:
     ordered = sorted(runs, key=lambda run: (shown(config_value(run, DATA_SEED)), run.seed))
     counts = [run.data_sizes["train"] for run in ordered if "train" in run.data_sizes]
     return Cell(
-        method=method,
+        method=str(ordered[0].method),
+        variant=variant,
         size=size,
         scores=metric_values(ordered, split),
         data_seeds=[shown(config_value(run, DATA_SEED)) for run in ordered],
@@ -158,15 +175,16 @@ def _examples_order(view: EfficiencyView, size: Size) -> tuple[bool, float, str]
     return examples is None, examples or 0.0, size_label(size)
 
 
-def _method_order(runs: list[Run], cells: dict[tuple[str, Size], Cell]) -> list[str]:
-    """Methods that train by their trainable parameters, full last, as in the method tables; then
-    the methods that train nothing."""
-    def order(method: str) -> tuple[bool, bool, float, str]:
-        trains_nothing = all(cell.trains_nothing for (name, _), cell in cells.items() if name == method)
-        known = [run.params.trainable for run in runs if run.method == method and run.params is not None]
-        return trains_nothing, method == FULL, statistics.fmean(known) if known else float("inf"), method
+def _method_order(runs: list[Run], labels: dict[str, str], cells: dict[tuple[str, Size], Cell]) -> list[str]:
+    """Row labels of methods that train by their trainable parameters, full last, as in the method
+    tables; then those of methods that train nothing."""
+    def order(label: str) -> tuple[bool, bool, float, str]:
+        mine = [cell for (name, _), cell in cells.items() if name == label]
+        known = [run.params.trainable for run in runs if labels[run.path] == label and run.params is not None]
+        mean_trainable = statistics.fmean(known) if known else float("inf")
+        return all(cell.trains_nothing for cell in mine), mine[0].method == FULL, mean_trainable, label
 
-    return sorted({str(run.method) for run in runs}, key=order)
+    return sorted(set(labels.values()), key=order)
 
 
 def _budget_notes(runs: list[Run]) -> list[str]:
@@ -184,10 +202,11 @@ def _budget_notes(runs: list[Run]) -> list[str]:
 
 
 def write_efficiency_csv(views: list[EfficiencyView], path: Path) -> Path:
-    """One row per method and training-set size: the numbers of the table and the plot, with
+    """One row per method (and variant) and training-set size: the numbers of the table and the plot, with
     the runs' data seeds and seeds, metric as a fraction like results.csv."""
     columns = [
-        "task", "dataset", "backbone", "quant", *(key for key, _ in views[0].distinguishing), "method", "size",
+        "task", "dataset", "backbone", "quant", *(key for key, _ in views[0].distinguishing), "method", "variant",
+        "size",
         SHOTS, MAX_TRAIN, "train_examples_mean", "n", "data_seeds", "seeds", "primary_metric", "metric_split",
         "metric_mean", "metric_std", "trains_nothing",
     ]
@@ -206,7 +225,7 @@ def write_efficiency_csv(views: list[EfficiencyView], path: Path) -> Path:
 def _csv_row(view: EfficiencyView, cell: Cell) -> dict[str, Any]:
     return {
         "task": view.task, "dataset": view.dataset, "backbone": view.backbone, "quant": view.quant,
-        **dict(view.distinguishing), "method": cell.method, "size": size_label(cell.size),
+        **dict(view.distinguishing), "method": cell.method, "variant": cell.variant, "size": size_label(cell.size),
         **{key: "" if value in ("null", UNKNOWN) else value for key, value in zip(SIZE_SETTINGS, cell.size)},
         "train_examples_mean": "" if cell.train_examples is None else f"{cell.train_examples:g}", "n": cell.n,
         "data_seeds": " ".join(cell.data_seeds), "seeds": " ".join(map(str, cell.seeds)),

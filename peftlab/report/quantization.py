@@ -20,8 +20,10 @@ from peftlab.report.aggregate import (
     metric_label,
     metric_split,
     metric_values,
+    row_label,
+    variant_labels,
 )
-from peftlab.report.comparison import QUANT_SECTION, UNKNOWN, budget_differences, group_settings
+from peftlab.report.comparison import BUDGET_SETTINGS, QUANT_SECTION, UNKNOWN, budget_differences, group_settings
 from peftlab.report.read import Run
 
 REFERENCE = "none"
@@ -55,7 +57,8 @@ class QuantRow:
 
 @dataclass
 class QuantGroup:
-    """The successful runs of one method that differ only in quantization and seed."""
+    """The successful runs of one method (at one variant, as in the method tables) that differ
+    only in quantization and seed."""
 
     task: str
     dataset: str
@@ -66,11 +69,16 @@ class QuantGroup:
     split: str  # "test", or "validation" when some run of the group has no test split
     rows: list[QuantRow]
     data_sizes: dict[str, list[int]]
+    variant: str = ""  # the training settings that tell it from the method's other tables
     distinguishing: Settings = ()  # settings that tell this table from another with the same heading
 
     @property
+    def label(self) -> str:
+        return row_label(self.method, self.variant)
+
+    @property
     def key(self) -> tuple[str, str, str, str, str, Settings]:
-        return (self.task, self.dataset, self.backbone, self.method, self.primary_metric, self.settings)
+        return (self.task, self.dataset, self.backbone, self.label, self.primary_metric, self.settings)
 
     @property
     def on_gpu(self) -> bool:
@@ -88,9 +96,10 @@ def quantization_groups(runs: list[Run]) -> list[QuantGroup]:
     """A table for every method whose successful runs, otherwise alike, used more than one
     quantization."""
     successful = [run for run in runs if run.status == "ok"]
-    by_key = group_by(successful, _group_key)
     groups = [
-        _build_group(key, members) for key, members in sorted(by_key.items())
+        _build_group(key, variant, members)
+        for key, alike in sorted(group_by(successful, _group_key).items())
+        for variant, members in sorted(group_by_variant(alike).items())
         if len(group_by(members, _quant_key)) > 1
     ]
     mark_distinguishing(groups)
@@ -112,7 +121,15 @@ def _without_quant(settings: Settings) -> Settings:
     return tuple((key, value) for key, value in settings if not key.startswith(f"{QUANT_SECTION}."))
 
 
-def _build_group(key: tuple[str, str, str, str, str, Settings], runs: list[Run]) -> QuantGroup:
+def group_by_variant(runs: list[Run]) -> dict[str, list[Run]]:
+    """One method's runs by the training settings they differ in (aggregate.variant_labels):
+    a 4-bit run at r=16 is no quantized twin of a float run at r=8. A budget that differs is no
+    variant here: the table marks its Δ, as the method table does against full."""
+    variants = dict(zip((run.path for run in runs), variant_labels(runs, ignored=BUDGET_SETTINGS)))
+    return group_by(runs, lambda run: variants[run.path])
+
+
+def _build_group(key: tuple[str, str, str, str, str, Settings], variant: str, runs: list[Run]) -> QuantGroup:
     split = metric_split(runs)
     by_quant = group_by(runs, _quant_key)
     # the reference is the float base when there is one; two differently configured ones leave it open
@@ -126,7 +143,7 @@ def _build_group(key: tuple[str, str, str, str, str, Settings], runs: list[Run])
         if float_runs and quant[0] != REFERENCE:
             row.budget_differences = budget_differences(by_quant[quant], float_runs, REFERENCE)
         rows.append(row)
-    return QuantGroup(*key, split=split, rows=rows, data_sizes=data_sizes(runs))
+    return QuantGroup(*key, split=split, rows=rows, data_sizes=data_sizes(runs), variant=variant)
 
 
 def _bits_order(quant: QuantKey) -> tuple[int, str, Settings]:

@@ -166,11 +166,11 @@ def best_line(budget: float | None, row: MethodRow | None) -> str:
 def quantization_blocks(group: QuantGroup) -> list[Block]:
     blocks: list[Block] = [
         Heading(
-            f"Quantization: `{group.method}`, `{group.task}` on `{group.dataset}`, backbone `{group.backbone}`"
+            f"Quantization: `{group.label}`, `{group.task}` on `{group.dataset}`, backbone `{group.backbone}`"
             f"{distinguishing(group)}"
         ),
         Paragraph(
-            f"The runs of `{group.method}` above, side by side by quantized base (`quant`). Δ and × {REFERENCE}: "
+            f"The runs of `{group.label}` above, side by side by quantized base (`quant`). Δ and × {REFERENCE}: "
             f"against the float base (`quant={REFERENCE}`); model MB is `memory.model_bytes`, the model as loaded "
             "(base and head, quantization scales included); time × none is train seconds over the float base's."
         ),
