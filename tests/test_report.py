@@ -214,11 +214,11 @@ def test_repeated_and_missing_seeds_are_kept_and_noted(tmp_path):
     assert "`full`" not in notes and "`bitfit`" not in notes
 
 
-def lora_with_dropout(seed: int, f1: float, dropout: float, **settings) -> dict:
+def lora_with_dropout(seed: int, f1: float, dropout: float) -> dict:
     """A LoRA run as a sweep over method.dropout writes it: peft's lora_dropout is the same knob
     by interpolation, so both keys differ in lockstep."""
     run = result("lora", seed, f1)
-    return configured(run, {"method.dropout": dropout, "method.peft.lora_dropout": dropout, **settings})
+    return configured(run, {"method.dropout": dropout, "method.peft.lora_dropout": dropout})
 
 
 def dropout_sweep() -> list[dict]:

@@ -3,7 +3,8 @@ its result.json files only (never a model), so it can be regenerated wherever th
 
 One table per set of runs that differ only in method and seed (comparison.py: task, dataset and
 its fingerprint, model source, subsample, data seed, max length, quantization; numbers from
-different ones are never pooled), one row per method: trainable parameters, the primary metric
+different ones are never pooled), one row per method, or per method and variant where its runs'
+training settings differ (aggregate.variant_labels): trainable parameters, the primary metric
 as mean ± sample std over seeds, the gap to full fine-tuning, memory, time and checkpoint size.
 Beside the numbers, what a reader must know before acting on them: a Δ against full fine-tuning
 trained on another budget, a run still improving when it stopped, seeds that split into learned
