@@ -2,9 +2,9 @@
 benchmark read. A failed run writes one too, so a sweep can say what went wrong where.
 
 The measured sections are typed records (`ParamCount`, `Timing`, `Memory`, `Checkpoint`,
-`Selection`, `Forgetting`): the run fills them, the report and the benchmarks read them back through
-`Result.read`, and the JSON keeps one shape for all. A failed run has none of them, written as
-`{}`. Reading checks every key and type against these classes (`ResultFileError` names the file
+`Selection`, `Forgetting`): the run fills them, the report and the benchmarks read them back
+through `Result.read`, and the JSON keeps one shape for all. A failed run has none of them,
+written as `{}`. Reading checks every key and type against these classes (`ResultFileError` names the file
 and the key), after `upgrade_result_json` has brought a file written by an older peftlab to
 today's shape: that function is the one place older shapes are known."""
 
@@ -109,7 +109,7 @@ ADDED_KEYS = (
     ("dataset_fingerprint", None, "e3d7132", None),
     ("data_sizes", None, "e3d7132", {}),
     ("selection", None, "ea8a580", {}),
-    ("forgetting", None, "forgetting", {}),
+    ("forgetting", None, "10bc045", {}),
 )
 
 
@@ -136,7 +136,7 @@ def upgrade_result_json(data: dict[str, Any]) -> dict[str, Any]:
     - 4a4f275: memory.model_bytes
     - e3d7132: dataset_fingerprint, data_sizes
     - ea8a580: selection ({} for a run that selected nothing)
-    - forgetting: forgetting ({} for a run that did not measure it), today's shape
+    - 10bc045: forgetting ({} for a run that did not measure it), today's shape
 
     A key is filled only where the file lacks it, with what says "not recorded" (None, an empty
     list or section), never with a made-up measurement; a section that is `{}` (a failed run)
