@@ -295,6 +295,17 @@ class ContinualConfig:
 
 
 @dataclass
+class ForgettingConfig:
+    """forgetting: the language-model loss of a causal-LM run on text it was not fine-tuned on,
+    before and after training (peftlab/forgetting.py). Off (texts: null) by default: it costs nothing."""
+
+    texts: str | None = None  # a .txt file (one text a line) or .jsonl ({"text": ...} a line); null = not measured
+    max_texts: int | None = minimum(1)  # the first N texts of the file; null = all
+    max_length: int = minimum(2)  # tokens a text keeps (its start); at least two, so one is predicted
+    batch_size: int = minimum(1)
+
+
+@dataclass
 class PeftlabConfig:
     """conf/config.yaml: one run is backbone x method x task x quant x trainer."""
 
@@ -306,6 +317,7 @@ class PeftlabConfig:
     seed: int = MISSING
     protocol: ProtocolConfig | None = None
     continual: ContinualConfig | None = None
+    forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
     resume: bool = MISSING
     overwrite: bool = MISSING
 

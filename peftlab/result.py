@@ -2,9 +2,9 @@
 benchmark read. A failed run writes one too, so a sweep can say what went wrong where.
 
 The measured sections are typed records (`ParamCount`, `Timing`, `Memory`, `Checkpoint`,
-`Selection`): the run fills them, the report and the benchmarks read them back through
-`Result.read`, and the JSON keeps one shape for all. A failed run has none of them, written as
-`{}`. Reading checks every key and type against these classes (`ResultFileError` names the file
+`Selection`, `Forgetting`): the run fills them, the report and the benchmarks read them back
+through `Result.read`, and the JSON keeps one shape for all. A failed run has none of them,
+written as `{}`. Reading checks every key and type against these classes (`ResultFileError` names the file
 and the key), after `upgrade_result_json` has brought a file written by an older peftlab to
 today's shape: that function is the one place older shapes are known."""
 
@@ -77,7 +77,26 @@ class Selection:
     early_stopped: bool  # training stopped before budget_steps, for want of a better validation score
 
 
-RECORDS = {"params": ParamCount, "timing": Timing, "memory": Memory, "checkpoint": Checkpoint, "selection": Selection}
+@dataclass(frozen=True)
+class Forgetting:
+    """The language-model loss of a causal-LM run on held-out text, before and after fine-tuning
+    (`forgetting.texts`, peftlab/forgetting.py): mean cross-entropy in nats per predicted token
+    over all the texts, token-weighted. Positive change: the model got worse at text it was not
+    trained on. A run without `forgetting.texts` has none."""
+
+    texts: str  # the file's name
+    sha256: str  # of the file's bytes: runs compare only on the same file
+    texts_used: int  # the first forgetting.max_texts non-blank texts
+    tokens: int  # predicted tokens: each text's tokens after its first, up to forgetting.max_length
+    lm_loss_before: float  # the pretrained model (a peft method's adapter switched off), before training
+    lm_loss_after: float  # the model scored on test (the best validation checkpoint with trainer.select_best)
+    lm_loss_change: float  # after - before
+
+
+RECORDS = {
+    "params": ParamCount, "timing": Timing, "memory": Memory, "checkpoint": Checkpoint, "selection": Selection,
+    "forgetting": Forgetting,
+}
 STATUSES = ("ok", "failed")
 
 # What result.json gained after its first shape (commit 1e0ee25): (the key, its section or None
@@ -90,6 +109,7 @@ ADDED_KEYS = (
     ("dataset_fingerprint", None, "e3d7132", None),
     ("data_sizes", None, "e3d7132", {}),
     ("selection", None, "ea8a580", {}),
+    ("forgetting", None, "10bc045", {}),
 )
 
 
@@ -115,7 +135,8 @@ def upgrade_result_json(data: dict[str, Any]) -> dict[str, Any]:
     - cd0cc39: timing.torch_threads
     - 4a4f275: memory.model_bytes
     - e3d7132: dataset_fingerprint, data_sizes
-    - ea8a580: selection ({} for a run that selected nothing), today's shape
+    - ea8a580: selection ({} for a run that selected nothing)
+    - 10bc045: forgetting ({} for a run that did not measure it), today's shape
 
     A key is filled only where the file lacks it, with what says "not recorded" (None, an empty
     list or section), never with a made-up measurement; a section that is `{}` (a failed run)
@@ -149,6 +170,7 @@ class Result:
     memory: Memory | None = None
     checkpoint: Checkpoint | None = None
     selection: Selection | None = None
+    forgetting: Forgetting | None = None
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     git_sha: str | None = None

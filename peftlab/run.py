@@ -29,6 +29,7 @@ from peftlab.checkpoint import trainable_tensors
 from peftlab.config import check_config, choose_on_validation, resolved
 from peftlab.data.sources import dataset_identity
 from peftlab.errors import ConfigError, PeftlabError
+from peftlab.forgetting import HeldOutLoss, HeldOutText, read_held_out
 from peftlab.guards import StopOnNonFiniteLoss
 from peftlab.measure import model_bytes, peak_memory, reset_peak_memory
 from peftlab.methods import AppliedMethod, MethodContext, apply_method, check_task_kind
@@ -89,6 +90,7 @@ class Prepared:
     encoded: dict[str, Any]
     model_bytes: int  # the model as loaded (base + head), before the method adds anything
     method: AppliedMethod  # what trains `model`: asked for the input layout, saving, merging
+    held_out: HeldOutText | None  # forgetting.texts, read; None when forgetting is not measured
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -99,6 +101,7 @@ def prepare(cfg: DictConfig) -> Prepared:
 
     task = build_task(cfg.task)
     check_task_kind(cfg.method, task)
+    held_out = read_held_out(cfg.forgetting, task)
     splits = task.prepare_data()
     tokenizer = load_tokenizer(cfg.backbone)
     model = task.build_model(cfg.backbone, cfg.quant)
@@ -118,7 +121,7 @@ def prepare(cfg: DictConfig) -> Prepared:
         params.base_total + params.head, params.head,
     )
     encoded = task.encode(splits, tokenizer, method.input_layout)
-    return Prepared(task, tokenizer, method.model, params, encoded, loaded_bytes, method)
+    return Prepared(task, tokenizer, method.model, params, encoded, loaded_bytes, method, held_out)
 
 
 def method_context(
@@ -270,6 +273,9 @@ def run(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None, prepare
     resumed = None if resume_from is None else TrainerState.load_from_json(str(resume_from / TRAINER_STATE))
     if resumed is not None:
         log.info("resuming after step %d from %s", resumed.global_step, resume_from)
+    held_out = None if prepared.held_out is None else HeldOutLoss(prepared.held_out, prepared.tokenizer, cfg.forgetting)
+    # before training: a resumed run's trained weights are loaded inside trainer.train
+    loss_before = None if held_out is None else held_out.score(trainer.model, prepared.method.as_pretrained())
     trained = train(trainer, prepared.method, resume_from)
     selection = _selection(cfg.trainer, trainer.state, selection_metric(prepared.task)) if trained is not None else None
     evaluated = {
@@ -277,6 +283,7 @@ def run(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None, prepare
         for split in EVALUATED_SPLITS
         if split in prepared.encoded
     }
+    forgetting = None if held_out is None else held_out.record(loss_before, held_out.score(trainer.model))
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     checkpoint_bytes = 0
     if is_main_process():
@@ -303,9 +310,15 @@ def run(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None, prepare
     result.memory = Memory(**peak_memory(), model_bytes=prepared.model_bytes)
     result.checkpoint = Checkpoint(path=str(checkpoint_dir), size_bytes=checkpoint_bytes)
     result.selection = selection
+    result.forgetting = forgetting
     result.notes.extend(_restored_checkpoint_notes(selection, metrics["validation"]))
     scores = "  ".join(f"{split} {primary}={values[primary]:.4f}" for split, values in metrics.items() if values)
     log.info("%s  (train %.1fs)", scores, result.timing.train_seconds)
+    if forgetting is not None:
+        log.info(
+            "held-out LM loss (%s): %.4f before, %.4f after training (%+.4f nats per token)",
+            forgetting.texts, forgetting.lm_loss_before, forgetting.lm_loss_after, forgetting.lm_loss_change,
+        )
     return result
 
 

@@ -164,6 +164,9 @@ ROWS = {
         setup=lambda g: overwrite(g.cls / "dev.csv", (g.cls / "dev.csv").read_text() + '"an unclosed quote,person\n')),
     "label names listed twice": Row(lambda g: g.cls_run("task.labels=[person,person]"), ("['person']",),
                                     ("more than once",)),
+    "held-out text for an encoder task": Row(
+        lambda g: g.cls_run(f"forgetting.texts={g.cls / 'train.csv'}"), ("forgetting.texts=", "task=classification"),
+        ("Set forgetting.texts=null", "use a generation task")),
     "format peftlab cannot read": Row(lambda g: g.ner_run("task.data.format=xml"), ("task.data.format='xml'",),
                                       ("known formats",)),
     # --- run folder and command line (exit 2) --------------------------------------------------

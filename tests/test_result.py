@@ -3,7 +3,8 @@ a tiny run must write exactly the keys, in the order and with the value types, t
 before the measured sections became typed records (recorded from commit 9da73cd), plus what
 model selection on validation added since (the `selection` record and its trainer keys),
 `config.protocol` and `config.continual` (null: a run records neither; protocol.json and
-continual.json do), the resume keys
+continual.json do), the held-out LM loss of a decoder (the `forgetting` record, empty unless
+`forgetting.texts` is set, and its config keys), the resume keys
 (`resume`, `overwrite`, `trainer.save_every`, `trainer.keep_checkpoints`), the data file
 encoding and the backbone's `hub_id` and `trust_remote_code`. The method's own
 settings (`config.method`) are left out: they are the method file's, not this schema's."""
@@ -36,6 +37,7 @@ SHAPE_OF_A_TINY_RUN = {
     "checkpoint": {"path": "str", "size_bytes": "int"},
     "selection": {"metric": "str", "best_step": "int", "best_value": "float", "selected_step": "int", "last_step": "int",
                   "budget_steps": "int", "early_stopped": "bool"},
+    "forgetting": {},  # measured only with forgetting.texts (tests/test_forgetting.py has its keys)
     "config": {
         "backbone": {"name": "str", "pretrained": "str", "hub_id": "str", "gguf_file": "NoneType", "revision": "NoneType",
                      "trust_remote_code": "bool", "tokenizer_kwargs": {}, "slots": {slot: "str" for slot in (
@@ -57,12 +59,13 @@ SHAPE_OF_A_TINY_RUN = {
         "seed": "int",
         "protocol": "NoneType",
         "continual": "NoneType",
+        "forgetting": {"texts": "NoneType", "max_texts": "int", "max_length": "int", "batch_size": "int"},
         "resume": "bool",
         "overwrite": "bool",
     },
     "versions": "dict", "git_sha": "str or None", "notes": [],
 }
-RECORDS = ("params", "timing", "memory", "checkpoint", "selection")
+RECORDS = ("params", "timing", "memory", "checkpoint", "selection", "forgetting")
 
 
 def shape(value: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,6 +146,13 @@ class AppliedMethod:
         """A plain model, loadable without peftlab, that computes what the trained one does.
         Here the trained weights are the model's own, so it is the model itself."""
         return self.model
+
+    def as_pretrained(self) -> AbstractContextManager:
+        """Inside it, `model` computes what the pretrained model does: what forgetting is measured
+        from (peftlab/forgetting.py). Here, before training, that is the model as it is: full and
+        BitFit train the pretrained weights in place, and a bottleneck adapter's up-projection
+        starts at zero, so it adds exactly nothing until it trains."""
+        return nullcontext()
 
 
 def apply_method(model: torch.nn.Module, method: DictConfig, context: MethodContext) -> AppliedMethod:

@@ -25,6 +25,7 @@ import enum
 import inspect
 import re
 import typing
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,11 @@ class PeftMethod(AppliedMethod):
 
     def merge(self) -> torch.nn.Module:
         return merge_to_float(self.model)
+
+    def as_pretrained(self) -> AbstractContextManager:
+        """peft's switch for the base model alone: LoRA's deltas off, and for a prompt method the
+        virtual tokens or prefix gone, which are there before any training."""
+        return self.model.disable_adapter()
 
 
 def apply(model: torch.nn.Module, method: DictConfig, context: MethodContext) -> PeftMethod:

@@ -27,6 +27,7 @@ from peftlab.report.comparison import (
     shown,
 )
 from peftlab.report.read import Run, Unreadable, finite, primary_score
+from peftlab.result import Forgetting
 
 FULL = "full"
 BUDGETS = (0.1, 1.0, 10.0, None)  # % of the base that trains; None: no limit
@@ -86,6 +87,8 @@ class MethodRow:
     train_seconds: float | None
     samples_per_second: float | None
     checkpoint_mb: float | None
+    lm_loss_change: float | None  # held-out LM loss after - before (result.json forgetting); None: not measured
+    lm_loss_change_std: float | None  # sample std; None for a single run
     budget_differences: list[str] = field(default_factory=list)  # vs full's budget: its Δ is marked
     not_converged: list[tuple[int, float]] = field(default_factory=list)  # (seed, points gained at the end)
     convergence_unknown: list[tuple[int, int]] = field(default_factory=list)  # (seed, evaluations)
@@ -125,6 +128,7 @@ class Group:
     checks: list[str]  # convergence and bimodality, in words
     variants: dict[str, str]  # run path -> its row's variant
     distinguishing: Settings = ()  # settings that tell this table from another with the same heading
+    held_out: list[Forgetting] = field(default_factory=list)  # the runs' forgetting records, where measured
 
     @property
     def key(self) -> GroupKey:
@@ -198,6 +202,7 @@ def build_group(key: GroupKey, runs: list[Run], thresholds: Thresholds = Thresho
         run_notes=number_run_notes(rows, by_row),
         checks=check_lines(rows, thresholds),
         variants=variants,
+        held_out=[run.forgetting for run in runs if run.forgetting is not None],
     )
 
 
@@ -317,6 +322,8 @@ def method_row(
     params = [run.params for run in runs if run.params]
     memory = [run.memory for run in runs if run.memory]
     timing = [run.timing for run in runs if run.timing]
+    changes = [finite(run.forgetting.lm_loss_change) for run in by_seed if run.forgetting]
+    changes = [change for change in changes if change is not None]
     return MethodRow(
         method=method,
         variant=variant,
@@ -332,6 +339,8 @@ def method_row(
         train_seconds=mean_of(times.train_seconds for times in timing),
         samples_per_second=mean_of(times.train_samples_per_second for times in timing),
         checkpoint_mb=mean_of((run.checkpoint.size_bytes for run in runs if run.checkpoint), scale=1 / MB),
+        lm_loss_change=statistics.fmean(changes) if changes else None,
+        lm_loss_change_std=statistics.stdev(changes) if len(changes) > 1 else None,
         not_converged=[
             (seed, curve.gain) for seed, curve in curves if curve.converged(thresholds.converged_delta) is False
         ],

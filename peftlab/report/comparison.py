@@ -3,7 +3,8 @@ Pure functions over the runs' Results; the rest of peftlab/report/ renders what 
 
 - Runs are comparable when they differ only in method and seed. `group_settings` is everything
   else that changes the question (model source, the data's contents, subsample sizes and few-shot K, data seed,
-  sequence length, quantization): the report never pools two runs whose settings differ.
+  sequence length, quantization, the held-out text forgetting is measured on): the report never
+  pools two runs whose settings differ.
 - Within a table every method is compared with full fine-tuning, but a method trained on another
   budget (epochs or steps, batch size, accumulation) is marked: `budget_differences`.
 - `convergence`: was the validation metric still rising when training stopped? A method that
@@ -29,6 +30,7 @@ GROUP_SETTINGS = (
 )
 QUANT_SECTION = "quant"  # every key of config.quant splits tables too (bits, quant_type, double_quant, ...)
 FINGERPRINT = "dataset_fingerprint"  # result.json's, None in files written before it existed
+HELD_OUT_DIGITS = 16  # of the held-out file's sha256 in a table's settings, as dataset fingerprints show theirs
 # trainer settings that decide how much training a run got (task.max_length does too, but it
 # already splits tables). Trainer ignores trainer.epochs when trainer.max_steps > 0.
 BUDGET_SETTINGS = ("trainer.epochs", "trainer.max_steps", "trainer.batch_size", "trainer.grad_accum")
@@ -81,7 +83,21 @@ def group_settings(run: Result) -> tuple[tuple[str, str], ...]:
     fingerprint = run.dataset_fingerprint
     settings = [(FINGERPRINT, UNKNOWN if fingerprint is None else fingerprint)]
     settings += [(key, shown(config_value(run, key))) for key in (*GROUP_SETTINGS, *quant_keys(run))]
-    return tuple(settings)
+    return tuple(settings) + held_out_settings(run)
+
+
+def held_out_settings(run: Result) -> tuple[tuple[str, str], ...]:
+    """What a forgetting measure depends on besides the model: the held-out file (by its
+    contents), how many of its texts and at what length. None for a run that did not measure it,
+    so that turning the measure on never splits the tables of older runs."""
+    if run.forgetting is None:
+        return ()
+    held_out = run.forgetting
+    return (
+        ("forgetting.texts", f"{held_out.texts} (sha256:{held_out.sha256[:HELD_OUT_DIGITS]})"),
+        ("forgetting.texts_used", str(held_out.texts_used)),
+        ("forgetting.max_length", shown(config_value(run, "forgetting.max_length"))),
+    )
 
 
 def budget_differences(

@@ -22,12 +22,12 @@ from peftlab.report.comparison import (
     raw_setting,
 )
 from peftlab.report.read import Run, primary_score
-from peftlab.result import Memory, ParamCount, Timing
+from peftlab.result import Forgetting, Memory, ParamCount, Timing
 
 IDENTITY = ("task", "dataset", "method", "backbone", "quant", "seed")
 IDENTITY_COLUMNS = ("task", "dataset", "method", "variant", "backbone", "quant", "seed")  # variant: from its table
-PARAM_KEYS, TIMING_KEYS, MEMORY_KEYS = (
-    tuple(field.name for field in fields(record)) for record in (ParamCount, Timing, Memory)
+PARAM_KEYS, TIMING_KEYS, MEMORY_KEYS, FORGETTING_KEYS = (
+    tuple(field.name for field in fields(record)) for record in (ParamCount, Timing, Memory, Forgetting)
 )
 CONVERGENCE_WORDS = {True: "converged", False: "not converged", None: "unknown"}
 
@@ -64,6 +64,7 @@ def _flat_run(run: Run, group: Group | None, thresholds: Thresholds) -> dict[str
         row.update(_prefixed(name, run.metrics.get(name) or {}))
     row.update(_prefixed("timing", asdict(run.timing) if run.timing else {}))
     row.update(_prefixed("memory", asdict(run.memory) if run.memory else {}))
+    row.update(_prefixed("forgetting", asdict(run.forgetting) if run.forgetting else {}))
     row["notes"] = run.notes or None
     row["checkpoint_size_bytes"] = run.checkpoint.size_bytes if run.checkpoint else None
     row["path"] = run.path
@@ -90,6 +91,7 @@ def csv_columns(rows: list[dict[str, Any]]) -> list[str]:
         "primary_metric", "metric_split", "metric", "convergence", "evaluations", "convergence_gain",
         *section_columns("data_sizes", SPLITS), *section_columns("validation"), *section_columns("test"),
         *section_columns("timing", TIMING_KEYS), *section_columns("memory", MEMORY_KEYS),
+        *section_columns("forgetting", FORGETTING_KEYS),
         "notes", "checkpoint_size_bytes", "path",
     ]
 

@@ -5,6 +5,7 @@ and HTML, so both files say the same thing."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from peftlab.report.comparison import UNKNOWN
 from peftlab.report.quantization import REFERENCE, QuantGroup, QuantRow
 from peftlab.report.read import Run
 from peftlab.report.renderers import Block, Bold, Bullets, Heading, Image, Paragraph, Table
-from peftlab.result import RESULT_FILE
+from peftlab.result import RESULT_FILE, Forgetting
 
 BUDGET_MARK = "*"
+HELD_OUT_COLUMN = "held-out LM loss Δ"
 
 HOW_TO_READ = (
     "Each table holds the successful runs that differ only in method and seed: one task, dataset (and "
@@ -93,6 +95,8 @@ def group_blocks(group: Group) -> list[Block]:
             f"{VALIDATION_MARK} Validation split: {group.runs_without_test} of {sum(r.n for r in group.rows)} "
             "runs have no test split, so every row is scored on validation."
         ))
+    if group.held_out:
+        blocks.append(Paragraph(held_out_line(group.held_out)))
     if group.budget_warnings:
         blocks.append(Paragraph(
             f"{FLAG} Not trained on full fine-tuning's budget, so their Δ vs full (marked {BUDGET_MARK}) compares "
@@ -111,10 +115,12 @@ def group_blocks(group: Group) -> list[Block]:
 def group_table(group: Group) -> Table:
     with_cuda = any(row.peak_cuda_mb is not None for row in group.rows)
     with_notes = any(row.note_marks for row in group.rows)
+    with_forgetting = any(row.lm_loss_change is not None for row in group.rows)
     headers = [
         "method", "trainable params", "% of base", f"{group.primary_metric} ×100 ({group.metric_label()})",
-        "Δ vs full", "peak RSS MB", *(["peak CUDA MB"] if with_cuda else []), "train s", "samples/s",
-        "checkpoint MB", *(["notes"] if with_notes else []),
+        "Δ vs full", *([HELD_OUT_COLUMN] if with_forgetting else []), "peak RSS MB",
+        *(["peak CUDA MB"] if with_cuda else []), "train s", "samples/s", "checkpoint MB",
+        *(["notes"] if with_notes else []),
     ]
     best = [row for _, row in group.best if row is not None]
     rows = []
@@ -122,12 +128,36 @@ def group_table(group: Group) -> Table:
         emphasis = Bold if any(row is winner for winner in best) else str
         rows.append([
             emphasis(row.label), _count(row.trainable), _percent(row.trainable_pct), emphasis(metric_cell(row)),
-            delta_cell(row), _fixed(row.peak_rss_mb, 0),
+            delta_cell(row), *([lm_loss_change_cell(row)] if with_forgetting else []), _fixed(row.peak_rss_mb, 0),
             *([_fixed(row.peak_cuda_mb, 0)] if with_cuda else []),
             _fixed(row.train_seconds, 1), _fixed(row.samples_per_second, 1), _fixed(row.checkpoint_mb, 2),
             *([" ".join(f"[{mark}]" for mark in row.note_marks)] if with_notes else []),
         ])
     return Table(headers, rows, numeric=True)
+
+
+def lm_loss_change_cell(row: MethodRow) -> str:
+    """The held-out LM loss change, mean ± sample std over runs, signed: + is forgetting."""
+    if row.lm_loss_change is None:
+        return MISSING
+    spread = "" if row.lm_loss_change_std is None else f" ± {row.lm_loss_change_std:.3f}"
+    return f"{row.lm_loss_change:+.3f}{spread}"
+
+
+def held_out_line(held_out: list[Forgetting]) -> str:
+    """What the held-out LM loss column measures, on which text, from which starting loss."""
+    first = held_out[0]
+    lowest = min(record.lm_loss_before for record in held_out)
+    highest = max(record.lm_loss_before for record in held_out)
+    losses, perplexities = f"{lowest:.3f}", f"{math.exp(lowest):,.1f}"
+    if f"{highest:.3f}" != losses:  # every method starts from the same base: a spread is numerical noise, shown
+        losses, perplexities = f"{losses} to {highest:.3f}", f"{perplexities} to {math.exp(highest):,.1f}"
+    return (
+        f"{HELD_OUT_COLUMN}: the language-model loss (nats per predicted token) on held-out text the runs were not "
+        f"fine-tuned on, `{first.texts}` ({first.texts_used:,} texts, {first.tokens:,} predicted tokens; "
+        f"`forgetting.texts`), after training minus before, mean ± std over runs. Positive: the model got worse at "
+        f"text it was not trained on (forgetting). Before fine-tuning: {losses} (perplexity {perplexities})."
+    )
 
 
 def metric_cell(row: MethodRow) -> str:
