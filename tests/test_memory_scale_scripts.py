@@ -116,9 +116,9 @@ def test_scale_stops_a_sweep_after_a_step_over_the_limit(scripts, tiny_data):
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_live_tensor_peak_holds_every_weight_and_the_saved_activations(scripts, tiny_data, method):
-    """The profiler's peak of live tensors holds every weight once (tied ones once) and the
-    activations saved for backward; LoRA's frozen base leaves only the adapter's and the head's
-    gradients, far fewer bytes than full fine-tuning's."""
+    """The profiler's peak of live tensors holds every weight (a weight it failed to see would
+    make the live-tensor peak look smaller than it is) and the activations saved for backward, and
+    no more gradient bytes than what trains."""
     import live_tensors
     from peftlab.measure import model_bytes
 
