@@ -112,3 +112,23 @@ def test_scale_stops_a_sweep_after_a_step_over_the_limit(scripts, tiny_data):
     rows = scale.sweep_rows("minilm", "full", "length", points, result, max_seconds=0.0)
     assert [row["status"] for row in rows] == ["ok", "skipped", "skipped"]
     assert "a step at 1x8 took" in rows[1]["note"] and "--max-seconds-per-cell 0" in rows[1]["note"]
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_live_tensor_peak_holds_every_weight_and_the_saved_activations(scripts, tiny_data, method):
+    """The profiler's peak of live tensors holds every weight (a weight it failed to see would
+    make the live-tensor peak look smaller than it is) and the activations saved for backward, and
+    no more gradient bytes than what trains."""
+    import live_tensors
+    from peftlab.measure import model_bytes
+
+    _, _, train_step = scripts
+    cell = train_step.build_cell(
+        train_step.compose_config(train_step.cell_overrides("minilm", method, tiny_data, tiny=True)), tiny_data / "run"
+    )
+    batch = train_step.synthetic_batch(cell, 4, 16)
+    peak = live_tensors.live_tensor_peak(lambda: train_step.forward_backward(cell, batch))
+    assert peak["parameter"] + peak.get("uncategorized", 0) >= model_bytes(cell.model) - 64 * 1024
+    assert peak["activation"] > 0
+    trainable = sum(p.numel() * p.element_size() for p in cell.trainable())
+    assert peak.get("gradient", 0) <= trainable
