@@ -50,6 +50,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -220,7 +221,9 @@ def parse_arguments() -> argparse.Namespace:
     if args.batch_size < 1 or args.seq_len < 1:
         parser.error("--batch-size and --seq-len must be >= 1")
     args.out = args.out or ROOT / ("outputs/benchmarks/quick" if args.quick else "benchmarks/results")
-    args.command = " ".join(["python benchmarks/memory_components.py", *sys.argv[1:]])
+    # glibc's malloc settings change the resident set (benchmarks/README.md), so they belong to the command
+    allocator = [f"{name}={value}" for name, value in sorted(os.environ.items()) if name.startswith("MALLOC_")]
+    args.command = " ".join([*allocator, "python benchmarks/memory_components.py", *sys.argv[1:]])
     return args
 
 

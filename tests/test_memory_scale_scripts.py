@@ -34,8 +34,8 @@ def tiny_data(tmp_path: Path, scripts) -> Path:
     return scripts[2].write_tiny_backbones(tmp_path)
 
 
-def run_script(name: str, *arguments: str) -> None:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+def run_script(name: str, *arguments: str, **variables: str) -> None:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **variables}
     completed = subprocess.run([sys.executable, str(BENCHMARKS / name), *arguments], cwd=ROOT, env=environment,
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -50,7 +50,7 @@ def test_memory_components_quick_adds_up(tmp_path):
     """Full fine-tuning has one gradient per trainable weight; LoRA's AdamW state is two fp32
     moments per trainable value plus the step counters; both save activations for backward."""
     run_script("memory_components.py", "--quick", "--backbones=minilm", "--methods=full,lora",
-               "--batch-size=2", "--seq-len=16", f"--out={tmp_path}")
+               "--batch-size=2", "--seq-len=16", f"--out={tmp_path}", MALLOC_MMAP_THRESHOLD_="65536")
 
     full, lora = read_csv(tmp_path / "memory_components.csv")
     assert (full["method"], lora["method"]) == ("full", "lora")
@@ -62,6 +62,7 @@ def test_memory_components_quick_adds_up(tmp_path):
     assert all(float(row["peak_mib"]) >= float(row["load_peak_mib"]) > 0 for row in (full, lora))
     table = (tmp_path / "memory_components.md").read_text()
     assert "2 sequences x 16" in table and "minilm: lora/full peak = " in table
+    assert "`MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/memory_components.py --quick" in table  # the allocator setting is part of the command
 
 
 def test_qlora_trains_only_the_adapter_beside_a_smaller_base(scripts, tiny_data):
