@@ -14,7 +14,7 @@ from peftlab.run import execute, make_trainer, prepare
 EXPECTED_RESULT_KEYS = {
     "status", "error", "task", "dataset", "dataset_fingerprint", "method", "backbone", "quant", "seed", "params",
     "primary_metric", "metrics", "data_sizes", "history", "timing", "memory", "checkpoint", "selection", "config",
-    "versions", "git_sha", "notes",
+    "versions", "git_sha", "notes", "forgetting",
 }
 
 
@@ -100,6 +100,7 @@ def test_result_json_has_every_field_with_sane_values(tiny_config, tmp_path):
     execute(cfg, tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
     assert set(result) == EXPECTED_RESULT_KEYS
+    assert result["forgetting"] == {}  # forgetting.texts is null by default: nothing measured
     assert result["status"] == "ok" and result["error"] is None
     assert (result["task"], result["method"], result["backbone"], result["quant"], result["seed"]) == (
         "conll2003", "lora", "minilm", "none", 0,
