@@ -62,7 +62,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from peftlab.config import check_config, config_dir
-from peftlab.errors import ConfigError, run_command
+from peftlab.errors import ConfigError, refuse_other_overrides, run_command
 from peftlab.report.continual import CONTINUAL_FILE, MARKDOWN_FILE, write_continual_report
 from peftlab.result import git_sha
 
@@ -376,14 +376,7 @@ def read_summary(out: Path, overrides: list[str], cfg: DictConfig) -> dict[str, 
     summary_file = out / CONTINUAL_FILE
     if summary_file.is_file():
         summary = json.loads(summary_file.read_text())
-        before = [o for o in summary["overrides"] if not o.startswith(EXTENDABLE)]
-        now = [o for o in overrides if not o.startswith(EXTENDABLE)]
-        if before != now:
-            raise ConfigError(
-                f"{out} holds a continual run with other overrides ({shlex.join(before)}), not these "
-                f"({shlex.join(now)}); only continual.regimes may change when resuming. Run it with the same "
-                "overrides, or give this one another continual.dir."
-            )
+        refuse_other_overrides(out, summary["overrides"], overrides, "continual", EXTENDABLE, ConfigError)
         return summary
     return {
         "command": shlex.join(["python", "-m", "peftlab.continual", *overrides]),

@@ -1,8 +1,10 @@
 """Errors a user can fix. The entry point prints them as one paragraph and exits non-zero,
 without a traceback; anything else that escapes is a bug in peftlab and keeps its traceback."""
 
+import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 USER_ERROR_EXIT_CODE = 2  # argparse's, for a command the user can fix
@@ -55,3 +57,19 @@ def run_command(name: str, usage: str, body: Callable[[list[str]], object], argv
         print(f"\n{name}: error: {error}", file=sys.stderr)
         return USER_ERROR_EXIT_CODE
     return outcome if isinstance(outcome, int) else 0
+
+
+def refuse_other_overrides(
+    folder: Path, saved: list[str], now: list[str], command: str, extendable: tuple[str, ...], error: type[PeftlabError]
+) -> None:
+    """A folder of a command that resumes (protocol, continual) continues the command that made it,
+    not another: runs made with other data or settings would end up in one comparison. Only the
+    overrides starting with `extendable` (which methods, seeds or regimes run) may differ."""
+    before, after = ([override for override in overrides if not override.startswith(extendable)] for overrides in (saved, now))
+    if before != after:
+        may_change = " and ".join(prefix.rstrip("=") for prefix in extendable)
+        raise error(
+            f"{folder} holds a {command} run with other overrides ({shlex.join(before)}), not these "
+            f"({shlex.join(after)}); only {may_change} may change when resuming. Run it with the same "
+            f"overrides, or give this one another {command}.dir."
+        )

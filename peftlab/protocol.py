@@ -46,7 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from peftlab.config import check_config, config_dir
-from peftlab.errors import ConfigError, ProtocolError, run_command
+from peftlab.errors import ConfigError, ProtocolError, refuse_other_overrides, run_command
 from peftlab.result import RESULT_FILE, git_sha
 
 SUMMARY_JSON = "protocol.json"
@@ -186,16 +186,9 @@ def check_resumable(out: Path, overrides: list[str]) -> None:
     """A protocol folder resumes the protocol that made it, not another: runs made with other data
     or settings would end up in one comparison."""
     summary = out / SUMMARY_JSON
-    if not summary.is_file():
-        return
-    before = [o for o in json.loads(summary.read_text())["overrides"] if not o.startswith(EXTENDABLE)]
-    now = [o for o in overrides if not o.startswith(EXTENDABLE)]
-    if before != now:
-        raise ProtocolError(
-            f"{out} holds a protocol run with other overrides ({shlex.join(before)}), not these "
-            f"({shlex.join(now)}); only protocol.methods and protocol.seeds may change when resuming. "
-            "Run it with the same overrides, or give this one another protocol.dir."
-        )
+    if summary.is_file():
+        saved = json.loads(summary.read_text())["overrides"]
+        refuse_other_overrides(out, saved, overrides, "protocol", EXTENDABLE, ProtocolError)
 
 
 def check_validation_split(cfg: DictConfig) -> None:
