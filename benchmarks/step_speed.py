@@ -12,6 +12,9 @@ training FLOPs of a dense transformer) against this machine's fp32 matmul rate, 
 
     python benchmarks/step_speed.py --data ../shared/data/conll2003
     python benchmarks/step_speed.py --profile lora --steps 10     # torch.profiler table of one contender
+    # some rows only (and full fine-tuning, which every ratio needs): minutes, not half an hour
+    python benchmarks/step_speed.py --data ../shared/data/conll2003 --contender lora \
+        --contender "plain loop: full" --contender "plain loop: lora" --out benchmarks/results/step_speed_overhead
 
 Writes benchmarks/results/step_speed.md and step_speed.csv (or --out DIR) and prints the ratios.
 """
@@ -105,6 +108,21 @@ def contenders() -> list[Contender]:
     rows.append(Contender("lora, q and v only", "peftlab", ("method=lora", "method.targets=[attn_q,attn_v]")))
     rows += [Contender(f"plain loop: {name}", "plain", (f"method={name}",)) for name in ("full", "lora")]
     return rows
+
+
+# Every ratio is against full fine-tuning, and the padding rows compare its two samplers.
+ALWAYS_MEASURED = ("full, random batches", "full")
+
+
+def chosen_contenders(names: list[str] | None) -> list[Contender]:
+    """Every contender, or the ones named (plus ALWAYS_MEASURED), in the table's order."""
+    every = contenders()
+    if names is None:
+        return every
+    unknown = sorted(set(names) - {contender.name for contender in every})
+    if unknown:
+        raise SystemExit(f"--contender: no contender {unknown}; choose among {[c.name for c in every]}")
+    return [contender for contender in every if contender.name in {*names, *ALWAYS_MEASURED}]
 
 
 class Runner:
@@ -283,16 +301,21 @@ def ratio_lines(report: Report) -> list[str]:
         f"- full fine-tuning, grouped / random batches: {grouping:.2f}× the step time; "
         f"padding efficiency {report.padding('random'):.2f} → {report.padding('grouped'):.2f}",
     ]
+    measured = report.measured  # every contender, or those --contender chose
     for name in method_names()[1:]:
-        lines.append(f"- {name} / full: {verdict(report.ratio(name), GOALS.get(name, OTHER_GOAL))}")
+        if name in measured:
+            lines.append(f"- {name} / full: {verdict(report.ratio(name), GOALS.get(name, OTHER_GOAL))}")
     for name in ("lora, dropout 0.1", "lora, r 16", "lora, q and v only", "dora"):
-        lines.append(f"- {name} / lora at its defaults: {report.ratio(name, 'lora'):.2f}")
-    old_dropout = report.ratio("dora, dropout 0.1", "lora, dropout 0.1")
-    lines.append(f"- dora, dropout 0.1 / lora, dropout 0.1: {old_dropout:.2f}")
+        if {name, "lora"} <= measured.keys():
+            lines.append(f"- {name} / lora at its defaults: {report.ratio(name, 'lora'):.2f}")
+    if {"dora, dropout 0.1", "lora, dropout 0.1"} <= measured.keys():
+        old_dropout = report.ratio("dora, dropout 0.1", "lora, dropout 0.1")
+        lines.append(f"- dora, dropout 0.1 / lora, dropout 0.1: {old_dropout:.2f}")
     for name in ("full", "lora"):
-        ratio = report.ratio(name, f"plain loop: {name}")
-        lines.append(f"- peftlab / plain loop, {name}: {verdict(ratio, PLAIN_GOAL)}")
-    for name in ("full", "lora"):
+        if {name, f"plain loop: {name}"} <= measured.keys():
+            ratio = report.ratio(name, f"plain loop: {name}")
+            lines.append(f"- peftlab / plain loop, {name}: {verdict(ratio, PLAIN_GOAL)}")
+    for name in [name for name in ("full", "lora") if name in measured]:
         share = report.useful_rate(name) / report.matmul_rate
         lines.append(f"- {name}: useful work {report.useful_rate(name):.4g} FLOP/s = {share:.2f} of this machine's "
                      "fp32 matmul rate")
@@ -450,6 +473,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--matmul-size", type=int, default=2048, help="square matrices for the machine's fp32 rate")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for step_speed.md and step_speed.csv")
     parser.add_argument("--quick", action="store_true", help=f"tiny numbers for a smoke test: {QUICK}")
+    parser.add_argument("--contender", action="append", dest="contenders", metavar="NAME",
+                        help="measure this contender (repeat the flag for more) and full fine-tuning only "
+                             "(full and 'full, random batches' always run); default: every contender")
     parser.add_argument("--profile", metavar="CONTENDER",
                         help="print torch.profiler's table for one contender's steps; writes nothing")
     argv = sys.argv[1:] if argv is None else argv
@@ -464,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.profile:
             profile(args.profile, args, scratch)
             return
-        first, *others = contenders()
+        first, *others = chosen_contenders(args.contenders)
         runners = {first.name: Runner(first, args, scratch)}
         check_steps(args, len(runners[first.name].prepared.encoded["train"]))
         runners.update({contender.name: Runner(contender, args, scratch) for contender in others})
@@ -485,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
             pads=pads,
             matmul_rate=matmul_flops_per_second(args.matmul_size),
             non_embedding_params=full.model.num_parameters(exclude_embeddings=True),
-            executed={name: executed_flops_per_step(runners[name]) for name in ("full", "lora")},
+            executed={name: executed_flops_per_step(runners[name]) for name in ("full", "lora") if name in runners},
             products=lora_backward_products(
                 benchmark_steps["processed_tokens"] // args.steps,
                 full.model.config.hidden_size,

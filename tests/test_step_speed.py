@@ -146,3 +146,24 @@ def test_step_speed_quick_measures_every_contender_and_writes_table_and_csv(
     assert "--quick" in table and "1 torch threads" in table and "16 training sentences" in table
     assert "| lora | `method=lora` |" in table and "## LoRA's backward products" in table
     assert "lora / full:" in printed and "peftlab / plain loop, lora:" in printed
+
+
+def test_contender_measures_the_named_rows_and_full_fine_tuning_only(
+    step_speed, tiny_backbone, tiny_ner_dir, tmp_path, capsys, process_settings
+):
+    out = tmp_path / "results"
+    step_speed.main(["--quick", "--threads", "1", "--data", str(tiny_ner_dir), "--out", str(out),
+                     "--contender", "plain loop: full", "--contender", "plain loop: lora", "--contender", "lora",
+                     f"backbone.pretrained={tiny_backbone}", "task.max_length=32", "+trainer.extra.use_cpu=true"])
+    printed = capsys.readouterr().out
+
+    rows = list(csv.DictReader((out / "step_speed.csv").open()))
+    timed = [row["name"] for row in rows if row["s_per_step_median"]]
+    assert timed == ["full, random batches", "full", "lora", "plain loop: full", "plain loop: lora"]  # table order
+    assert "peftlab / plain loop, full:" in printed and "peftlab / plain loop, lora:" in printed
+    assert "lora / full:" in printed and "bitfit / full" not in printed and "r 16" not in printed
+
+
+def test_contender_refuses_a_name_it_does_not_know(step_speed, tiny_ner_dir, process_settings):
+    with pytest.raises(SystemExit, match=r"--contender: no contender \['qlora'\].*'plain loop: lora'"):
+        step_speed.main(["--quick", "--threads", "1", "--data", str(tiny_ner_dir), "--contender", "qlora", "--contender", "lora"])
