@@ -35,9 +35,9 @@ from omegaconf.errors import OmegaConfBaseException
 from peftlab.errors import ConfigError
 
 
-def minimum(least: float, *, exclusive: bool = False) -> Any:
+def minimum(least: float, *, exclusive: bool = False, default: Any = MISSING) -> Any:
     """A number field that must be >= `least` (> with `exclusive`); `check_config` enforces it."""
-    return field(default=MISSING, metadata={"minimum": least, "exclusive": exclusive})
+    return field(default=default, metadata={"minimum": least, "exclusive": exclusive})
 
 
 @dataclass
@@ -261,6 +261,10 @@ class LearningRateSearch:
 
     lr_factors: list[float] = MISSING
     overrides: list[str] = MISSING  # what a trial changes from the final runs, e.g. [trainer.epochs=1]
+    # Where the best rate is the highest (lowest) tried, a better one may lie beyond: try up to
+    # this many more, one grid step further each time (the ratio of the two outermost rates on
+    # that side), until the best is inside the rates tried. 0: the grid as given.
+    extend_at_edge: int = minimum(0, default=0)
 
 
 @dataclass

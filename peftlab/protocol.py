@@ -4,7 +4,8 @@ in one command (conf/experiment/*_protocol.yaml).
 For each method of `protocol.methods`, the learning rate is tuned on validation: a sweep tries
 the method's default rate times each of `protocol.search.lr_factors`, one run each at the
 trial budget (the experiment's settings changed by `protocol.search.overrides`), and the best
-validation primary metric chooses. The chosen rate then trains once per seed of `protocol.seeds`
+validation primary metric chooses; with `protocol.search.extend_at_edge: N`, a best rate at the
+edge of the grid sends up to N more trials beyond it. The chosen rate then trains once per seed of `protocol.seeds`
 at the experiment's budget, with its model selection (the best validation checkpoint, early
 stopping). Every other setting is the same for every method. Test is scored by every run and
 consulted by nothing here.
@@ -56,8 +57,9 @@ PROTOCOL_KEYS = {
     "method": "protocol.methods", "seed": "protocol.seeds", "trainer.lr": "protocol.search.lr_factors",
     "hparams_search": "protocol.search", "protocol": "protocol.*",
 }
-# Overrides a resumed protocol may change: which methods and seeds run, not how.
-EXTENDABLE = ("protocol.methods=", "protocol.seeds=")
+# Overrides a resumed protocol may change: which methods and seeds run, and how far a search
+# goes beyond its grid (trials are added, none made is changed), not how anything trains.
+EXTENDABLE = ("protocol.methods=", "protocol.seeds=", "protocol.search.extend_at_edge=")
 
 
 @dataclass
@@ -88,6 +90,7 @@ class MethodOutcome:
     tuned_lr: float | None = None
     best_validation: float | None = None
     seeds: list[SeedRun] = field(default_factory=list)
+    rates_added: list[float] = field(default_factory=list)  # beyond the grid (protocol.search.extend_at_edge)
 
     @property
     def at_grid_edge(self) -> bool:
@@ -207,43 +210,87 @@ def check_validation_split(cfg: DictConfig) -> None:
 
 
 def tune_learning_rate(method: str, cfg: DictConfig, overrides: list[str], out: Path) -> MethodOutcome:
-    """Each rate of the grid once, at the trial budget; the best validation score chooses (of two
-    equal scores, the lower rate). Rates tried before are read back, not run again."""
+    """Each rate of the grid once, at the trial budget, then (protocol.search.extend_at_edge)
+    rates beyond an edge whose rate scored best; the best validation score chooses (of two equal
+    scores, the lower rate). Rates tried before are read back, not run again."""
     search = cfg.protocol.search
     default_lr = float(cfg.trainer.lr)
-    rates = sorted({float(f"{default_lr * factor:.3g}") for factor in search.lr_factors})
     search_dir = out / "search" / method
-    trial_dirs = {rate: search_dir / f"{method}_lr{rate}" for rate in rates}
-    untried = [rate for rate, trial_dir in trial_dirs.items() if not (trial_dir / RESULT_FILE).is_file()]
+    grid = sorted({rounded(default_lr * factor) for factor in search.lr_factors})
+    results = run_trials(method, grid, overrides, search, search_dir)
+    for _ in range(search.extend_at_edge):
+        beyond = rate_beyond_edge(results)
+        if beyond is None:
+            break
+        results |= run_trials(method, [beyond], overrides, search, search_dir)
+    trials = [
+        Trial(lr=rate, status=data["status"], validation=validation_score(data),
+              run=str((search_dir / trial_name(method, rate)).relative_to(out)))
+        for rate, data in sorted(results.items())
+    ]
+    best = best_trial(trials)
+    if best is None:
+        raise ProtocolError(
+            f"every learning-rate trial of method {method!r} failed, in {search_dir}: {failure_summary(results)}"
+        )
+    return MethodOutcome(
+        method=method, default_lr=default_lr, rates_tried=[trial.lr for trial in trials], trials=trials,
+        tuned_lr=best.lr, best_validation=best.validation,
+        metric=next(data["primary_metric"] for data in results.values() if data["status"] == "ok"),
+        rates_added=sorted(set(results) - set(grid)),
+    )
+
+
+def rounded(rate: float) -> float:
+    """Three significant digits: the rate a trial's folder and the final runs are named by."""
+    return float(f"{rate:.3g}")
+
+
+def trial_name(method: str, rate: float) -> str:
+    return f"{method}_lr{rate}"
+
+
+def run_trials(method: str, rates: list[float], overrides: list[str], search: DictConfig,
+               search_dir: Path) -> dict[float, dict[str, Any]]:
+    """The result.json of each rate's trial, running (one sweep) those that have none yet."""
+    untried = [rate for rate in rates if not (search_dir / trial_name(method, rate) / RESULT_FILE).is_file()]
     if untried:
         print(f"\n== {method}: learning rate on validation, trials at {', '.join(map(str, untried))}", flush=True)
         peftlab_sweep(
             [*overrides, f"method={method}", f"trainer.lr={','.join(map(str, untried))}",
              f"hydra.sweep.dir={search_dir}", "hydra.sweep.subdir=${method.name}_lr${trainer.lr}", *search.overrides],
         )
-    results = {rate: read_run(trial_dirs[rate]) for rate in rates}
+    results = {rate: read_run(search_dir / trial_name(method, rate)) for rate in rates}
     unfinished = [str(rate) for rate, data in results.items() if data["status"] == "missing"]
     if unfinished:
         raise ProtocolError(
             f"the trials of method {method!r} at trainer.lr={', '.join(unfinished)} wrote no result.json (in "
             f"{search_dir}); the sweep's output above says why. Run the command again to try them."
         )
-    trials = [
-        Trial(lr=rate, status=data["status"], validation=validation_score(data),
-              run=str(trial_dirs[rate].relative_to(out)))
-        for rate, data in results.items()
-    ]
+    return results
+
+
+def best_trial(trials: list[Trial]) -> Trial | None:
+    """The best validation score; of equal scores the first, the lower rate (trials are sorted)."""
     scored = [trial for trial in trials if trial.validation is not None]
-    if not scored:
-        raise ProtocolError(
-            f"every learning-rate trial of method {method!r} failed, in {search_dir}: {failure_summary(results)}"
-        )
-    best = max(scored, key=lambda trial: trial.validation)  # the first of equal scores: the lower rate
-    return MethodOutcome(
-        method=method, default_lr=default_lr, rates_tried=rates, trials=trials, tuned_lr=best.lr,
-        best_validation=best.validation,
-        metric=next(data["primary_metric"] for data in results.values() if data["status"] == "ok"),
-    )
+    return max(scored, key=lambda trial: trial.validation) if scored else None
+
+
+def rate_beyond_edge(results: dict[float, dict[str, Any]]) -> float | None:
+    """One grid step past the highest (lowest) rate tried when that rate scored best, else None.
+    The step is the ratio of the two outermost rates on that side, so a grid of x1/3, x1, x3
+    goes on to x9 (or x1/9)."""
+    rates = sorted(results)
+    trials = [Trial(lr=rate, status=results[rate]["status"], validation=validation_score(results[rate]), run="")
+              for rate in rates]
+    best = best_trial(trials)
+    if best is None or len(rates) < 2:
+        return None
+    if best.lr == rates[-1]:
+        return rounded(rates[-1] * rates[-1] / rates[-2])
+    if best.lr == rates[0]:
+        return rounded(rates[0] * rates[0] / rates[1])
+    return None
 
 
 def run_seeds(method: str, lr: float, seeds: list[int], overrides: list[str], out: Path) -> list[SeedRun]:
@@ -352,7 +399,8 @@ def summary_markdown(summary: dict[str, Any], outcomes: list[MethodOutcome]) -> 
         "",
         f"Each method's learning rate was chosen on validation among its default × "
         f"{', '.join(f'{factor:g}' for factor in protocol['search']['lr_factors'])}, one trial each with "
-        f"`{' '.join(protocol['search']['overrides']) or 'the final budget'}`; the chosen rate then trained seeds "
+        f"`{' '.join(protocol['search']['overrides']) or 'the final budget'}`{extension_text(protocol['search'])}; "
+        f"the chosen rate then trained seeds "
         f"{', '.join(map(str, protocol['seeds']))} with the same budget for every method: {budget_text}. "
         "Test chose nothing. The comparison: [report.md](report.md).",
         "",
@@ -364,7 +412,10 @@ def summary_markdown(summary: dict[str, Any], outcomes: list[MethodOutcome]) -> 
     ]
     for outcome in outcomes:
         trials = sorted(outcome.trials, key=lambda trial: trial.lr)
-        tried = ", ".join(f"{trial.lr:g}: {score(trial.validation, trial.status)}" for trial in trials)
+        tried = ", ".join(
+            f"{trial.lr:g}{' (added)' if trial.lr in outcome.rates_added else ''}: {score(trial.validation, trial.status)}"
+            for trial in trials
+        )
         edge = " (edge of the grid)" if outcome.at_grid_edge else ""
         ok = sum(run.status == "ok" for run in outcome.seeds)
         per_seed = ", ".join(score(run.validation, run.status) for run in outcome.seeds)
@@ -375,8 +426,16 @@ def summary_markdown(summary: dict[str, Any], outcomes: list[MethodOutcome]) -> 
         )
     if any(outcome.at_grid_edge for outcome in outcomes):
         lines += ["", "Edge of the grid: the best rate is the lowest or the highest tried; a wider "
-                      "protocol.search.lr_factors may find a better one."]
+                      "protocol.search.lr_factors (or protocol.search.extend_at_edge) may find a better one."]
     return "\n".join(lines) + "\n"
+
+
+def extension_text(search: dict[str, Any]) -> str:
+    added = search.get("extend_at_edge", 0)
+    if not added:
+        return ""
+    return (f", and where the highest or lowest rate scored best, up to {added} more rate(s) beyond it, one grid "
+            "step each (marked added)")
 
 
 def score(value: float | None, status: str) -> str:

@@ -14,7 +14,8 @@ import pytest
 
 from peftlab.config import check_config, config_dir
 from peftlab.errors import ProtocolError
-from peftlab.protocol import main, tune_learning_rate
+import peftlab.protocol as protocol_module
+from peftlab.protocol import main, tune_learning_rate, write_summary
 from tests.conftest import compose_config
 from tests.helpers import read_results
 
@@ -119,6 +120,50 @@ def test_the_search_chooses_the_best_validation_score_never_test_and_skips_faile
     assert not outcome.at_grid_edge
 
 
+def test_a_best_rate_at_the_top_of_the_grid_sends_one_more_trial_beyond_it(tmp_path, monkeypatch):
+    """The grid x1/3, x1, x3 of lora's 5e-4: 1.5e-3 scores best, so 4.5e-3 (one step of 3 further)
+    runs as its own sweep; it scores lower, so the search stops there with 1.5e-3 inside."""
+    cfg = compose_config(["experiment=conll2003_protocol", "method=lora", "protocol.search.extend_at_edge=2"])
+    for lr, validation in ((0.000167, 0.60), (0.0005, 0.70), (0.0015, 0.80)):
+        write_trial(tmp_path, "lora", lr, validation=validation)
+    sweeps = []
+
+    def sweep(overrides: list[str]) -> None:  # stands in for the `python -m peftlab -m` process
+        sweeps.append(overrides)
+        write_trial(tmp_path, "lora", 0.0045, validation=0.75)
+
+    monkeypatch.setattr(protocol_module, "peftlab_sweep", sweep)
+    outcome = tune_learning_rate("lora", cfg, ["experiment=conll2003_protocol"], tmp_path)
+    assert len(sweeps) == 1 and "trainer.lr=0.0045" in sweeps[0] and "trainer.epochs=1" in sweeps[0]
+    assert outcome.rates_tried == [0.000167, 0.0005, 0.0015, 0.0045] and outcome.rates_added == [0.0045]
+    assert outcome.tuned_lr == 0.0015 and not outcome.at_grid_edge
+
+    write_summary(tmp_path, cfg, ["experiment=conll2003_protocol"], [outcome])
+    table = (tmp_path / "protocol.md").read_text()
+    assert "0.0045 (added): 0.7500" in table and "up to 2 more rate(s) beyond it" in table
+    assert json.loads((tmp_path / "protocol.json").read_text())["methods"]["lora"]["rates_added"] == [0.0045]
+
+
+def test_the_grid_extends_downwards_at_most_extend_at_edge_times_and_says_when_still_at_the_edge(tmp_path):
+    cfg = compose_config(["experiment=conll2003_protocol", "method=lora", "protocol.search.extend_at_edge=2"])
+    scores = {1.86e-05: 0.85, 5.58e-05: 0.80, 0.000167: 0.70, 0.0005: 0.60, 0.0015: None}
+    for lr, validation in scores.items():
+        write_trial(tmp_path, "lora", lr, validation=validation)
+    write_trial(tmp_path, "lora", 6.2e-06, validation=0.9)  # a third step down: beyond the limit, never read
+    outcome = tune_learning_rate("lora", cfg, [], tmp_path)  # every rate it asks for exists: nothing runs
+    assert outcome.rates_tried == sorted(scores) and outcome.rates_added == [1.86e-05, 5.58e-05]
+    assert outcome.tuned_lr == 1.86e-05 and outcome.at_grid_edge
+
+
+def test_without_extend_at_edge_the_grid_is_the_grid(tmp_path):
+    cfg = compose_config(["experiment=conll2003_protocol", "method=lora"])
+    for lr, validation in ((0.000167, 0.60), (0.0005, 0.70), (0.0015, 0.80), (0.0045, 0.95)):
+        write_trial(tmp_path, "lora", lr, validation=validation)
+    outcome = tune_learning_rate("lora", cfg, [], tmp_path)
+    assert outcome.rates_tried == [0.000167, 0.0005, 0.0015] and outcome.rates_added == []
+    assert outcome.tuned_lr == 0.0015 and outcome.at_grid_edge
+
+
 def test_a_search_whose_every_trial_failed_says_why(tmp_path):
     cfg = compose_config(["experiment=conll2003_protocol", "method=lora", "protocol.search.lr_factors=[1]"])
     write_trial(tmp_path, "lora", 0.0005, validation=None)
@@ -138,6 +183,7 @@ def test_a_search_whose_every_trial_failed_says_why(tmp_path):
         (["-m", "experiment=sst2_protocol"], ["Hydra overrides only"]),
         (["experiment=sst2_protocol", "protocol.seeds=[]"], ["protocol.seeds is empty"]),
         (["experiment=sst2_protocol", "protocol.search.lr_factors=[1,0]"], ["must be factors > 0"]),
+        (["experiment=sst2_protocol", "protocol.search.extend_at_edge=-1"], ["extend_at_edge=-1 must be >= 0"]),
         (["experiment=sst2_protocol", "trainer.eval_strategy=no"], ["trainer.eval_strategy='no' takes none"]),
     ],
 )
@@ -166,4 +212,9 @@ def test_a_protocol_folder_resumes_only_the_protocol_that_made_it(tmp_path, caps
     made_with = ["experiment=sst2_protocol", "task.data.path=/data/a", f"protocol.dir={out}", "protocol.seeds=[0]"]
     (out / "protocol.json").write_text(json.dumps({"overrides": made_with}))
     assert main(["experiment=sst2_protocol", "task.data.path=/data/b", f"protocol.dir={out}"]) == 2
+    assert "holds a protocol run with other overrides" in capsys.readouterr().err
+    # more trials beyond the grid's edge may be added; a wider grid (other trials) may not
+    assert main([*made_with, "protocol.search.extend_at_edge=1"]) == 2  # passes the resume check, then: no data
+    assert "holds a protocol run" not in capsys.readouterr().err
+    assert main([*made_with, "protocol.search.lr_factors=[1,3,9]"]) == 2
     assert "holds a protocol run with other overrides" in capsys.readouterr().err
