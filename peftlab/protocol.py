@@ -5,9 +5,9 @@ For each method of `protocol.methods`, the learning rate is tuned on validation:
 the method's default rate times each of `protocol.search.lr_factors`, one run each at the
 trial budget (the experiment's settings changed by `protocol.search.overrides`), and the best
 validation primary metric chooses; with `protocol.search.extend_at_edge: N`, a best rate at the
-edge of the grid sends up to N more trials beyond it. The chosen rate then trains once per seed of `protocol.seeds`
-at the experiment's budget, with its model selection (the best validation checkpoint, early
-stopping). Every other setting is the same for every method. Test is scored by every run and
+edge of the grid sends up to N more trials beyond it. The chosen rate then trains once per seed
+of `protocol.seeds` at the experiment's budget, with its model selection (the best validation
+checkpoint, early stopping). Every other setting is the same for every method. Test is scored by every run and
 consulted by nothing here.
 
 The search is a grid, not Optuna: with three trials, evenly spread rates say more than a
@@ -228,14 +228,14 @@ def tune_learning_rate(method: str, cfg: DictConfig, overrides: list[str], out: 
               run=str((search_dir / trial_name(method, rate)).relative_to(out)))
         for rate, data in sorted(results.items())
     ]
-    best = best_trial(trials)
-    if best is None:
+    tuned_lr = best_rate(results)
+    if tuned_lr is None:
         raise ProtocolError(
             f"every learning-rate trial of method {method!r} failed, in {search_dir}: {failure_summary(results)}"
         )
     return MethodOutcome(
         method=method, default_lr=default_lr, rates_tried=[trial.lr for trial in trials], trials=trials,
-        tuned_lr=best.lr, best_validation=best.validation,
+        tuned_lr=tuned_lr, best_validation=validation_score(results[tuned_lr]),
         metric=next(data["primary_metric"] for data in results.values() if data["status"] == "ok"),
         rates_added=sorted(set(results) - set(grid)),
     )
@@ -270,25 +270,23 @@ def run_trials(method: str, rates: list[float], overrides: list[str], search: Di
     return results
 
 
-def best_trial(trials: list[Trial]) -> Trial | None:
-    """The best validation score; of equal scores the first, the lower rate (trials are sorted)."""
-    scored = [trial for trial in trials if trial.validation is not None]
-    return max(scored, key=lambda trial: trial.validation) if scored else None
+def best_rate(results: dict[float, dict[str, Any]]) -> float | None:
+    """The rate of the best validation score; of equal scores the lower rate. None: all failed."""
+    scored = [(rate, validation_score(data)) for rate, data in sorted(results.items())]
+    scored = [(rate, validation) for rate, validation in scored if validation is not None]
+    return max(scored, key=lambda pair: pair[1])[0] if scored else None  # max keeps the first of equals
 
 
 def rate_beyond_edge(results: dict[float, dict[str, Any]]) -> float | None:
     """One grid step past the highest (lowest) rate tried when that rate scored best, else None.
     The step is the ratio of the two outermost rates on that side, so a grid of x1/3, x1, x3
     goes on to x9 (or x1/9)."""
-    rates = sorted(results)
-    trials = [Trial(lr=rate, status=results[rate]["status"], validation=validation_score(results[rate]), run="")
-              for rate in rates]
-    best = best_trial(trials)
+    rates, best = sorted(results), best_rate(results)
     if best is None or len(rates) < 2:
         return None
-    if best.lr == rates[-1]:
+    if best == rates[-1]:
         return rounded(rates[-1] * rates[-1] / rates[-2])
-    if best.lr == rates[0]:
+    if best == rates[0]:
         return rounded(rates[0] * rates[0] / rates[1])
     return None
 
