@@ -25,6 +25,7 @@ import argparse
 import csv
 import gc
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -505,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
         benchmark_steps = next(row for row in pads if row["name"] == grouped)
         report = Report(
             args=args,
-            command=" ".join(["python benchmarks/step_speed.py", *argv]),
+            command=shlex.join(["python", "benchmarks/step_speed.py", *argv]),
             train_sentences=len(full.encoded["train"]),
             measured=measured,
             pads=pads,
