@@ -354,6 +354,7 @@ def failure_summary(results: dict[float, dict[str, Any]]) -> str:
 def write_comparison_report(out: Path) -> None:
     """The report over every method's runs, beside protocol.md (the sweeps' own reports are
     switched off). Run folders stay out of git under benchmarks/results/; these files do not."""
+    out = below_working_directory(out)
     try:
         from peftlab.report import write_report
 
@@ -361,6 +362,13 @@ def write_comparison_report(out: Path) -> None:
     except Exception as error:  # noqa: BLE001 - the runs are done; the report can be made again
         retry = f"python -m peftlab.report {out / 'runs'} --out {out}"
         print(f"no report for {out / 'runs'} ({error}); retry with: {retry}", file=sys.stderr)
+
+
+def below_working_directory(path: Path) -> Path:
+    """`path` relative to the working directory when it lies below it: the report names its
+    folder (and the command that regenerates it) as a clone has it, not as this machine does."""
+    here = Path.cwd()
+    return path.relative_to(here) if path.is_relative_to(here) else path
 
 
 def write_summary(out: Path, cfg: DictConfig, overrides: list[str], outcomes: list[MethodOutcome]) -> None:

@@ -83,7 +83,10 @@ def test_a_protocol_tunes_each_method_on_validation_runs_the_seeds_and_resumes(t
     markdown = (out / "protocol.md").read_text()
     assert "| lora | 0.0005 | 0.0005: " in markdown and "| bitfit | 0.001 | 0.001: " in markdown
     assert "2/2" in markdown and "Test chose nothing" in markdown
-    assert "4 runs ok" in (out / "report.md").read_text()  # one report over both methods, beside protocol.md
+    report = (out / "report.md").read_text()
+    assert "4 runs ok" in report  # one report over both methods, beside protocol.md
+    # named as a clone has the folder (relative to where the command ran), not as this machine does
+    assert "`python -m peftlab.report protocol/runs --out protocol`" in report and str(tmp_path) not in report
 
     lost = out / "runs" / "bitfit" / "bitfit_s1" / "result.json"
     lost.unlink()
