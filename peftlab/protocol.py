@@ -419,7 +419,8 @@ def summary_markdown(summary: dict[str, Any], outcomes: list[MethodOutcome]) -> 
     for outcome in outcomes:
         trials = sorted(outcome.trials, key=lambda trial: trial.lr)
         tried = ", ".join(
-            f"{trial.lr:g}{' (added)' if trial.lr in outcome.rates_added else ''}: {score(trial.validation, trial.status)}"
+            f"{trial.lr:g}{' (added)' if trial.lr in outcome.rates_added else ''}: "
+            f"{score(trial.validation, trial.status)}"
             for trial in trials
         )
         edge = " (edge of the grid)" if outcome.at_grid_edge else ""

@@ -166,4 +166,5 @@ def test_contender_measures_the_named_rows_and_full_fine_tuning_only(
 
 def test_contender_refuses_a_name_it_does_not_know(step_speed, tiny_ner_dir, process_settings):
     with pytest.raises(SystemExit, match=r"--contender: no contender \['qlora'\].*'plain loop: lora'"):
-        step_speed.main(["--quick", "--threads", "1", "--data", str(tiny_ner_dir), "--contender", "qlora", "--contender", "lora"])
+        step_speed.main(["--quick", "--threads", "1", "--data", str(tiny_ner_dir),
+                         "--contender", "qlora", "--contender", "lora"])
