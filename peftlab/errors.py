@@ -64,8 +64,11 @@ def refuse_other_overrides(
 ) -> None:
     """A folder of a command that resumes (protocol, continual) continues the command that made it,
     not another: runs made with other data or settings would end up in one comparison. Only the
-    overrides starting with `extendable` (which methods, seeds or regimes run) may differ."""
-    before, after = ([override for override in overrides if not override.startswith(extendable)] for overrides in (saved, now))
+    overrides starting with `extendable` (which methods, seeds or regimes run, how far a search
+    goes) may differ."""
+    before, after = (
+        [override for override in overrides if not override.startswith(extendable)] for overrides in (saved, now)
+    )
     if before != after:
         may_change = " and ".join(prefix.rstrip("=") for prefix in extendable)
         raise error(
