@@ -48,7 +48,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from peftlab.config import check_config, config_dir
 from peftlab.errors import ConfigError, ProtocolError, refuse_other_overrides, run_command
-from peftlab.result import RESULT_FILE, git_sha
+from peftlab.result import RESULT_FILE, Result, ResultFileError, finite, git_sha
 
 SUMMARY_JSON = "protocol.json"
 SUMMARY_MARKDOWN = "protocol.md"
@@ -224,9 +224,9 @@ def tune_learning_rate(method: str, cfg: DictConfig, overrides: list[str], out: 
             break
         results |= run_trials(method, [beyond], overrides, search, search_dir)
     trials = [
-        Trial(lr=rate, status=data["status"], validation=validation_score(data),
+        Trial(lr=rate, status=result.status, validation=validation_score(result),
               run=str((search_dir / trial_name(method, rate)).relative_to(out)))
-        for rate, data in sorted(results.items())
+        for rate, result in sorted(results.items())
     ]
     tuned_lr = best_rate(results)
     if tuned_lr is None:
@@ -236,7 +236,7 @@ def tune_learning_rate(method: str, cfg: DictConfig, overrides: list[str], out: 
     return MethodOutcome(
         method=method, default_lr=default_lr, rates_tried=[trial.lr for trial in trials], trials=trials,
         tuned_lr=tuned_lr, best_validation=validation_score(results[tuned_lr]),
-        metric=next(data["primary_metric"] for data in results.values() if data["status"] == "ok"),
+        metric=next(result.primary_metric for result in results.values() if result.status == "ok"),
         rates_added=sorted(set(results) - set(grid)),
     )
 
@@ -251,8 +251,8 @@ def trial_name(method: str, rate: float) -> str:
 
 
 def run_trials(method: str, rates: list[float], overrides: list[str], search: DictConfig,
-               search_dir: Path) -> dict[float, dict[str, Any]]:
-    """The result.json of each rate's trial, running (one sweep) those that have none yet."""
+               search_dir: Path) -> dict[float, Result]:
+    """The result of each rate's trial, running (one sweep) those that have none yet."""
     untried = [rate for rate in rates if not (search_dir / trial_name(method, rate) / RESULT_FILE).is_file()]
     if untried:
         print(f"\n== {method}: learning rate on validation, trials at {', '.join(map(str, untried))}", flush=True)
@@ -261,23 +261,23 @@ def run_trials(method: str, rates: list[float], overrides: list[str], search: Di
              f"hydra.sweep.dir={search_dir}", "hydra.sweep.subdir=${method.name}_lr${trainer.lr}", *search.overrides],
         )
     results = {rate: read_run(search_dir / trial_name(method, rate)) for rate in rates}
-    unfinished = [str(rate) for rate, data in results.items() if data["status"] == "missing"]
+    unfinished = [str(rate) for rate, result in results.items() if result is None]
     if unfinished:
         raise ProtocolError(
             f"the trials of method {method!r} at trainer.lr={', '.join(unfinished)} wrote no result.json (in "
             f"{search_dir}); the sweep's output above says why. Run the command again to try them."
         )
-    return results
+    return {rate: result for rate, result in results.items() if result is not None}
 
 
-def best_rate(results: dict[float, dict[str, Any]]) -> float | None:
+def best_rate(results: dict[float, Result]) -> float | None:
     """The rate of the best validation score; of equal scores the lower rate. None: all failed."""
-    scored = [(rate, validation_score(data)) for rate, data in sorted(results.items())]
+    scored = [(rate, validation_score(result)) for rate, result in sorted(results.items())]
     scored = [(rate, validation) for rate, validation in scored if validation is not None]
     return max(scored, key=lambda pair: pair[1])[0] if scored else None  # max keeps the first of equals
 
 
-def rate_beyond_edge(results: dict[float, dict[str, Any]]) -> float | None:
+def rate_beyond_edge(results: dict[float, Result]) -> float | None:
     """One grid step past the highest (lowest) rate tried when that rate scored best, else None.
     The step is the ratio of the two outermost rates on that side, so a grid of x1/3, x1, x3
     goes on to x9 (or x1/9)."""
@@ -295,11 +295,13 @@ def run_seeds(method: str, lr: float, seeds: list[int], overrides: list[str], ou
     """The tuned rate over the seeds that have no finished run yet, at the experiment's budget."""
     method_dir = out / "runs" / method
     run_dirs = {seed: method_dir / f"{method}_s{seed}" for seed in seeds}
-    finished = {seed: data for seed, run_dir in run_dirs.items() if (data := read_run(run_dir))["status"] == "ok"}
-    for seed, data in finished.items():
-        if data["config"]["trainer"]["lr"] != lr:
+    finished = {seed: result for seed, run_dir in run_dirs.items()
+                if (result := read_run(run_dir)) is not None and result.status == "ok"}
+    for seed, result in finished.items():
+        trained_lr = result.config["trainer"]["lr"]
+        if trained_lr != lr:
             raise ProtocolError(
-                f"{run_dirs[seed]} trained at trainer.lr={data['config']['trainer']['lr']}, but the search in "
+                f"{run_dirs[seed]} trained at trainer.lr={trained_lr}, but the search in "
                 f"{out / 'search' / method} chose {lr}: remove one of them, or give this protocol another "
                 "protocol.dir."
             )
@@ -315,18 +317,28 @@ def run_seeds(method: str, lr: float, seeds: list[int], overrides: list[str], ou
     return [seed_run(run_dirs[seed], seed, out) for seed in seeds]
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
-    """A run's result.json; `missing` where the run never wrote one (interrupted, or not run)."""
+def read_run(run_dir: Path) -> Result | None:
+    """A run's result, checked against the schema like the report's; None where the run never
+    wrote one (interrupted, or not run). A file that does not fit stops the protocol naming it:
+    resuming past it would compare a run nobody can read."""
     path = run_dir / RESULT_FILE
-    return json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
+    if not path.is_file():
+        return None
+    try:
+        return Result.read(path)
+    except ResultFileError as error:
+        raise ProtocolError(
+            f"{error}. Delete the folder {run_dir} and run the command again: the protocol runs that rate or seed anew."
+        ) from None
 
 
 def seed_run(run_dir: Path, seed: int, out: Path) -> SeedRun:
-    data = read_run(run_dir)
-    selection = data.get("selection") or {}
+    result = read_run(run_dir)
+    selection = result.selection if result is not None else None
     return SeedRun(
-        seed=seed, status=data["status"], validation=validation_score(data),
-        selected_step=selection.get("selected_step"), early_stopped=selection.get("early_stopped"),
+        seed=seed, status=result.status if result is not None else "missing", validation=validation_score(result),
+        selected_step=selection.selected_step if selection else None,
+        early_stopped=selection.early_stopped if selection else None,
         run=str(run_dir.relative_to(out)),
     )
 
@@ -340,14 +352,16 @@ def peftlab_sweep(overrides: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, check=False)
 
 
-def validation_score(data: dict[str, Any]) -> float | None:
-    if data.get("status") != "ok":
+def validation_score(result: Result | None) -> float | None:
+    """The primary metric on validation of an ok run; None for a failed or missing run, or a
+    score that is no finite number (a diverged run logs NaN), so no such run is ever chosen."""
+    if result is None or result.status != "ok":
         return None
-    return data["metrics"]["validation"][data["primary_metric"]]
+    return finite((result.metrics.get("validation") or {}).get(result.primary_metric))
 
 
-def failure_summary(results: dict[float, dict[str, Any]]) -> str:
-    errors = [data["error"] or "no error recorded" for data in results.values()]
+def failure_summary(results: dict[float, Result]) -> str:
+    errors = [result.error or "no error recorded" for result in results.values()]
     return f"{len(errors)} trial(s) failed; the first error: {errors[0].strip().splitlines()[-1]}"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import platform
 import subprocess
 import types
@@ -121,6 +122,14 @@ class ResultFileError(PeftlabError, ValueError):
         super().__init__(problem if path is None else f"{path}: {problem}")
         self.problem = problem
         self.path = path
+
+
+def finite(value: Any) -> float | None:
+    """`value` as a float where it is a finite number; None where it is missing, NaN or infinite
+    (a diverged run logs NaN) or no number at all (a history point's other keys)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def upgrade_result_json(data: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from peftlab.config import BackboneConfig
 from peftlab.errors import ConfigError, RunError, Unsupported
 from peftlab.methods import AppliedMethod, apply_method
 from peftlab.methods.peft_method import PeftMethod
-from peftlab.result import RESULT_FILE
+from peftlab.result import RESULT_FILE, Result, ResultFileError
 from peftlab.tasks import InputLayout, Task, build_task
 
 CHECKPOINT_DIR = "checkpoint"
@@ -67,17 +67,17 @@ def read_run(directory: Path, pretrained: str | None = None) -> FinishedRun:
     """A finished run's folder, checked before anything loads. `pretrained` replaces the run's
     `backbone.pretrained`: where this machine has the same weights."""
     result = _read_result(directory)
-    if result.get("status") != "ok":
-        error = (result.get("error") or "no error recorded").strip().splitlines()
+    if result.status != "ok":
+        error = (result.error or "no error recorded").strip().splitlines()
         raise RunError(
             f"{directory} holds a run that failed ({error[-1] if error else 'no error recorded'}), so it has no "
             "trained model. Fix the cause its result.json names and run it again, then predict from the new run."
         )
     checkpoint = directory / CHECKPOINT_DIR
     _require_checkpoint(checkpoint)
-    if not isinstance(result.get("config"), dict):
+    if not result.config:
         raise RunError(f"{directory / RESULT_FILE} records no config, so the run cannot be rebuilt. Run it again.")
-    config = OmegaConf.create(result["config"])
+    config = OmegaConf.create(result.config)
     # runs recorded before a backbone key existed get its default (trust_remote_code: false)
     config.backbone = OmegaConf.merge(OmegaConf.structured(BackboneConfig), config.backbone)
     if pretrained is not None:
@@ -235,7 +235,8 @@ def _backbone_or_explain(run: FinishedRun, load: Any) -> Any:
         ) from error
 
 
-def _read_result(directory: Path) -> dict[str, Any]:
+def _read_result(directory: Path) -> Result:
+    """The run's result, checked against the schema the report reads it by."""
     result_file = directory / RESULT_FILE
     if not directory.is_dir() or not result_file.is_file():
         what = "is not a folder" if not directory.is_dir() else f"has no {RESULT_FILE}"
@@ -244,11 +245,9 @@ def _read_result(directory: Path) -> dict[str, Any]:
             f"(`result: <RUN_DIR>/{RESULT_FILE}`), e.g. outputs/runs/<time>_<task>_<method>_s<seed>."
         )
     try:
-        return json.loads(result_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunError(
-            f"{result_file} is not valid JSON ({error}): the run was probably stopped while writing it. Run it again."
-        ) from error
+        return Result.read(result_file)
+    except ResultFileError as error:
+        raise RunError(f"{error}: the run was probably stopped while writing it, or the file was edited. Run it again.") from None
 
 
 def _require_checkpoint(checkpoint: Path) -> None:

@@ -17,7 +17,7 @@ from peftlab.errors import ProtocolError
 import peftlab.protocol as protocol_module
 from peftlab.protocol import main, tune_learning_rate, write_summary
 from tests.conftest import compose_config
-from tests.helpers import read_results
+from tests.helpers import failed, read_results, result
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL_EXPERIMENTS = sorted(path.stem for path in (Path(config_dir()) / "experiment").glob("*_protocol.yaml"))
@@ -99,15 +99,16 @@ def test_a_protocol_tunes_each_method_on_validation_runs_the_seeds_and_resumes(t
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())  # nothing else ran again
 
 
-def write_trial(out: Path, method: str, lr: float, validation: float | None, test: float = 0.5) -> None:
-    """A trial's result.json as a run writes it, in the folder the search gives that rate."""
+def write_trial(out: Path, method: str, lr: float, validation: float | None, test: float = 0.5) -> Path:
+    """A trial's result.json as a run writes it, in the folder the search gives that rate;
+    `validation=None` is a trial that failed."""
     folder = out / "search" / method / f"{method}_lr{lr}"
     folder.mkdir(parents=True)
-    data = {"status": "failed", "error": "Traceback ...\nValueError: loss is nan", "config": {"trainer": {"lr": lr}}}
+    data = failed(method, 0, "Traceback ...\nValueError: loss is nan")
     if validation is not None:
-        data = {"status": "ok", "primary_metric": "f1", "config": {"trainer": {"lr": lr}},
-                "metrics": {"validation": {"f1": validation}, "test": {"f1": test}}}
+        data = result(method, 0, test, validation_f1=validation, config={"trainer": {"lr": lr}})
     (folder / "result.json").write_text(json.dumps(data))
+    return folder / "result.json"
 
 
 def test_the_search_chooses_the_best_validation_score_never_test_and_skips_failed_trials(tmp_path):
@@ -165,6 +166,33 @@ def test_without_extend_at_edge_the_grid_is_the_grid(tmp_path):
     outcome = tune_learning_rate("lora", cfg, [], tmp_path)
     assert outcome.rates_tried == [0.000167, 0.0005, 0.0015] and outcome.rates_added == []
     assert outcome.tuned_lr == 0.0015 and outcome.at_grid_edge
+
+
+def test_a_diverged_trial_whose_validation_score_is_nan_is_never_chosen(tmp_path):
+    cfg = compose_config(["experiment=conll2003_protocol", "method=lora"])
+    write_trial(tmp_path, "lora", 0.000167, validation=0.70)
+    write_trial(tmp_path, "lora", 0.0005, validation=0.60)
+    write_trial(tmp_path, "lora", 0.0015, validation=float("nan"))  # ok status, NaN score: json writes NaN
+    outcome = tune_learning_rate("lora", cfg, [], tmp_path)
+    assert outcome.tuned_lr == 0.000167 and outcome.trials[-1].validation is None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "key missing"])
+def test_a_result_file_that_does_not_fit_the_schema_stops_the_protocol_naming_it_and_the_fix(tmp_path, damage):
+    cfg = compose_config(["experiment=conll2003_protocol", "method=lora"])
+    for lr in (0.000167, 0.0005):
+        write_trial(tmp_path, "lora", lr, validation=0.7)
+    broken = write_trial(tmp_path, "lora", 0.0015, validation=0.8)
+    if damage == "truncated":
+        broken.write_text(broken.read_text()[:100])
+    else:
+        broken.write_text(json.dumps({key: value for key, value in json.loads(broken.read_text()).items()
+                                      if key != "metrics"}))
+    with pytest.raises(ProtocolError) as refused:
+        tune_learning_rate("lora", cfg, [], tmp_path)
+    message = str(refused.value)
+    assert str(broken) in message and f"Delete the folder {broken.parent}" in message
+    assert ("not valid JSON" if damage == "truncated" else "metrics") in message
 
 
 def test_a_search_whose_every_trial_failed_says_why(tmp_path):

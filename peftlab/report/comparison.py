@@ -18,8 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from peftlab.report.read import finite
-from peftlab.result import Result
+from peftlab.result import Result, finite
 
 # Config keys (dotted, as in result.json "config") that split tables, besides task, dataset,
 # backbone name, quant name and primary metric. `backbone.pretrained` is what was loaded: a

@@ -6,13 +6,11 @@ aside with the reason."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from peftlab.errors import PeftlabError
-from peftlab.result import RESULT_FILE, Result, ResultFileError
+from peftlab.result import RESULT_FILE, Result, ResultFileError, finite
 
 
 class NoResultsError(PeftlabError):
@@ -71,10 +69,3 @@ def primary_score(run: Result, split: str) -> float | None:
     scores = run.metrics.get(split) or {}
     return finite(scores.get(run.primary_metric))
 
-
-def finite(value: Any) -> float | None:
-    """`value` as a float where it is a finite number; None where it is missing, NaN or infinite
-    (a diverged run logs NaN) or no number at all (a history point's other keys)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
