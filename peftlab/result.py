@@ -112,6 +112,14 @@ ADDED_KEYS = (
     ("selection", None, "ea8a580", {}),
     ("forgetting", None, "10bc045", {}),
 )
+# Config keys the report keys its tables on that peftlab gained later: (dotted key, the commit
+# that added it, the value that turns its feature off, which is what a run from before ran
+# with). Without this, runs before and after the key split into two tables that differ only in
+# "n/a" against "null".
+ADDED_CONFIG_KEYS = (
+    ("backbone.gguf_file", "531d970", None),  # no GGUF file: weights loaded as safetensors
+    ("task.shots_per_class", "9a9e5cf", None),  # no few-shot sampling: the whole training split
+)
 
 
 class ResultFileError(PeftlabError, ValueError):
@@ -149,14 +157,37 @@ def upgrade_result_json(data: dict[str, Any]) -> dict[str, Any]:
 
     A key is filled only where the file lacks it, with what says "not recorded" (None, an empty
     list or section), never with a made-up measurement; a section that is `{}` (a failed run)
-    stays empty. The file is not changed: `Result.write` writes today's shape."""
+    stays empty. Config keys added later (ADDED_CONFIG_KEYS) are filled with the setting the run
+    did use, the one that turns their feature off, where the file records the section that holds
+    them. The file is not changed: `Result.write` writes today's shape."""
     upgraded = dict(data)
     for key, section, _, missing_value in ADDED_KEYS:
         if section is None:
             upgraded.setdefault(key, copy.copy(missing_value))  # a copy: a Result's notes grow in place
         elif isinstance(upgraded.get(section), dict) and upgraded[section]:
             upgraded[section] = {key: missing_value, **upgraded[section]}
+    if isinstance(upgraded.get("config"), dict):
+        upgraded["config"] = _with_added_config_keys(upgraded["config"])
     return upgraded
+
+
+def _with_added_config_keys(config: dict[str, Any]) -> dict[str, Any]:
+    for dotted, _, feature_off in ADDED_CONFIG_KEYS:
+        config = _filled(config, dotted.split("."), feature_off)
+    return config
+
+
+def _filled(node: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    """`node` with `value` at `path` where every section on the way exists and the key does not;
+    a copy where anything is added, never the caller's dict changed."""
+    key, *rest = path
+    if not rest:
+        return node if key in node else {**node, key: value}
+    child = node.get(key)
+    if not isinstance(child, dict):
+        return node
+    filled = _filled(child, rest, value)
+    return node if filled is child else {**node, key: filled}
 
 
 @dataclass

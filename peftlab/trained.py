@@ -247,7 +247,9 @@ def _read_result(directory: Path) -> Result:
     try:
         return Result.read(result_file)
     except ResultFileError as error:
-        raise RunError(f"{error}: the run was probably stopped while writing it, or the file was edited. Run it again.") from None
+        raise RunError(
+            f"{error}: the run was probably stopped while writing it, or the file was edited. Run it again."
+        ) from None
 
 
 def _require_checkpoint(checkpoint: Path) -> None:

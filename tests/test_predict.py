@@ -140,7 +140,7 @@ def test_a_folder_that_is_not_a_run_is_one_paragraph_and_exit_code_2_from_the_co
     assert f"{tmp_path} has no result.json, so it is not a peftlab run" in completed.stderr
 
 
-@pytest.mark.parametrize("content, named", [("{\"status\": \"ok\", ", "not valid JSON"), ("{\"status\": \"ok\"}", "task")])
+@pytest.mark.parametrize("content, named", [('{"status": "ok", ', "not valid JSON"), ('{"status": "ok"}', "task")])
 def test_a_result_file_that_does_not_fit_the_schema_is_refused_naming_the_file(content, named, capsys, tmp_path):
     (tmp_path / "result.json").write_text(content)
     code, out, err = predict(capsys, tmp_path, "--text", "anna")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from peftlab.result import ADDED_KEYS, Result, ResultFileError, upgrade_result_json
+from peftlab.result import ADDED_CONFIG_KEYS, ADDED_KEYS, Result, ResultFileError, upgrade_result_json
 from peftlab.run import execute
 from tests.helpers import result
 
@@ -159,6 +159,26 @@ def test_upgrading_leaves_a_failed_runs_empty_sections_empty():
     upgraded = upgrade_result_json(failed)
     assert upgraded["timing"] == {} and upgraded["memory"] == {} and upgraded["selection"] == {}
     assert Result.from_json(failed).timing is None and "notes" not in failed  # the caller's dict is not changed
+
+
+@pytest.mark.parametrize("dotted", [dotted for dotted, *_ in ADDED_CONFIG_KEYS])
+def test_a_config_key_added_later_reads_as_the_setting_older_runs_used(tiny_run, dotted):
+    *sections, key = dotted.split(".")
+    older = json.loads(json.dumps(tiny_run))
+    parent = older["config"]
+    for section in sections:
+        parent = parent[section]
+    parent.pop(key)
+    upgraded = Result.from_json(older).config
+    for section in sections:
+        upgraded = upgraded[section]
+    assert key in upgraded and upgraded[key] is None  # what the feature-off setting is today
+    assert key not in parent  # the caller's dict is not changed
+
+
+def test_a_config_without_the_section_stays_without_it():
+    config = {"seed": 0, "trainer": {"lr": 1e-3}}
+    assert upgrade_result_json({"config": config})["config"] == config
 
 
 WRONG = {  # how a file is broken -> the words that must name the key
