@@ -68,4 +68,3 @@ def primary_score(run: Result, split: str) -> float | None:
     split or the number is missing, or the number is not finite."""
     scores = run.metrics.get(split) or {}
     return finite(scores.get(run.primary_metric))
-
