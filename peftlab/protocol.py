@@ -48,7 +48,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from peftlab.config import check_config, config_dir
 from peftlab.errors import ConfigError, ProtocolError, refuse_other_overrides, run_command
-from peftlab.result import RESULT_FILE, Result, ResultFileError, finite, git_sha
+from peftlab.result import RESULT_FILE, Result, ResultFileError, git_sha, primary_score
 
 SUMMARY_JSON = "protocol.json"
 SUMMARY_MARKDOWN = "protocol.md"
@@ -295,8 +295,8 @@ def run_seeds(method: str, lr: float, seeds: list[int], overrides: list[str], ou
     """The tuned rate over the seeds that have no finished run yet, at the experiment's budget."""
     method_dir = out / "runs" / method
     run_dirs = {seed: method_dir / f"{method}_s{seed}" for seed in seeds}
-    finished = {seed: result for seed, run_dir in run_dirs.items()
-                if (result := read_run(run_dir)) is not None and result.status == "ok"}
+    results = {seed: read_run(run_dir) for seed, run_dir in run_dirs.items()}
+    finished = {seed: result for seed, result in results.items() if result is not None and result.status == "ok"}
     for seed, result in finished.items():
         trained_lr = result.config["trainer"]["lr"]
         if trained_lr != lr:
@@ -312,9 +312,10 @@ def run_seeds(method: str, lr: float, seeds: list[int], overrides: list[str], ou
             [*overrides, f"method={method}", f"trainer.lr={lr!r}", f"seed={','.join(map(str, missing))}",
              f"hydra.sweep.dir={method_dir}", "hydra.sweep.subdir=${method.name}_s${seed}"],
         )
+        results |= {seed: read_run(run_dirs[seed]) for seed in missing}  # only the runs the sweep wrote
     else:
         print(f"\n== {method}: seeds {', '.join(map(str, seeds))} finished before; skipped", flush=True)
-    return [seed_run(run_dirs[seed], seed, out) for seed in seeds]
+    return [seed_run(results[seed], seed, str(run_dirs[seed].relative_to(out))) for seed in seeds]
 
 
 def read_run(run_dir: Path) -> Result | None:
@@ -332,14 +333,14 @@ def read_run(run_dir: Path) -> Result | None:
         ) from None
 
 
-def seed_run(run_dir: Path, seed: int, out: Path) -> SeedRun:
-    result = read_run(run_dir)
+def seed_run(result: Result | None, seed: int, run: str) -> SeedRun:
+    """A seed's line of protocol.md and .json; `missing` where its run wrote no result."""
     selection = result.selection if result is not None else None
     return SeedRun(
         seed=seed, status=result.status if result is not None else "missing", validation=validation_score(result),
         selected_step=selection.selected_step if selection else None,
         early_stopped=selection.early_stopped if selection else None,
-        run=str(run_dir.relative_to(out)),
+        run=run,
     )
 
 
@@ -357,7 +358,7 @@ def validation_score(result: Result | None) -> float | None:
     score that is no finite number (a diverged run logs NaN), so no such run is ever chosen."""
     if result is None or result.status != "ok":
         return None
-    return finite((result.metrics.get("validation") or {}).get(result.primary_metric))
+    return primary_score(result, "validation")
 
 
 def failure_summary(results: dict[float, Result]) -> str:

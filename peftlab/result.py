@@ -265,6 +265,13 @@ class Result:
         return cls(**values)
 
 
+def primary_score(run: Result, split: str) -> float | None:
+    """The run's primary metric on `split`, a fraction as result.json has it; None where the
+    split or the number is missing, or the number is not finite."""
+    scores = run.metrics.get(split) or {}
+    return finite(scores.get(run.primary_metric))
+
+
 def _record(section: Any, record: type, key: str) -> Any:
     """A section of result.json as its record; None for `{}` (a failed run, or no selection)."""
     if not isinstance(section, dict):

@@ -26,8 +26,8 @@ from peftlab.report.comparison import (
     is_bimodal,
     shown,
 )
-from peftlab.report.read import Run, Unreadable, primary_score
-from peftlab.result import Forgetting, finite
+from peftlab.report.read import Run, Unreadable
+from peftlab.result import Forgetting, finite, primary_score
 
 FULL = "full"
 BUDGETS = (0.1, 1.0, 10.0, None)  # % of the base that trains; None: no limit

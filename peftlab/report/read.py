@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftlab.errors import PeftlabError
-from peftlab.result import RESULT_FILE, Result, ResultFileError, finite
+from peftlab.result import RESULT_FILE, Result, ResultFileError, primary_score
 
 
 class NoResultsError(PeftlabError):
@@ -61,10 +61,3 @@ def load_result(path: Path) -> Result:
             f"status ok but no number at metrics.validation.{result.primary_metric} (its primary metric)", path
         )
     return result
-
-
-def primary_score(run: Result, split: str) -> float | None:
-    """The run's primary metric on `split`, a fraction as result.json has it; None where the
-    split or the number is missing, or the number is not finite."""
-    scores = run.metrics.get(split) or {}
-    return finite(scores.get(run.primary_metric))

@@ -21,8 +21,8 @@ from peftlab.report.comparison import (
     quant_keys,
     raw_setting,
 )
-from peftlab.report.read import Run, primary_score
-from peftlab.result import Forgetting, Memory, ParamCount, Timing
+from peftlab.report.read import Run
+from peftlab.result import Forgetting, Memory, ParamCount, Timing, primary_score
 
 IDENTITY = ("task", "dataset", "method", "backbone", "quant", "seed")
 IDENTITY_COLUMNS = ("task", "dataset", "method", "variant", "backbone", "quant", "seed")  # variant: from its table
