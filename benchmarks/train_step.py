@@ -173,11 +173,12 @@ def peak_mib() -> float:
 # --- child processes: one per cell, so that each peak is its own ----------------------------
 
 
-def run_child(script: Path, arguments: list[str], result: Path) -> dict:
-    """Run `script` with `arguments` in a fresh Python; it writes its JSON to `result`. A cell
-    that fails is returned as {"error": its last line of stderr}, so the table says why."""
+def run_child(script: Path, arguments: list[str], result: Path, environment: dict[str, str] | None = None) -> dict:
+    """Run `script` with `arguments` in a fresh Python (in `environment`, default this one's); it
+    writes its JSON to `result`. A cell that fails is returned as {"error": its last line of
+    stderr}, so the table says why."""
     completed = subprocess.run([sys.executable, str(script), *arguments, "--cell-result", str(result)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment)
     if completed.returncode != 0 or not result.exists():
         lines = [line for line in completed.stderr.splitlines() if line.strip()] or [f"exit status {completed.returncode}"]
         sys.stderr.write(completed.stderr[-4000:])

@@ -65,6 +65,27 @@ def test_memory_components_quick_adds_up(tmp_path):
     assert "`MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/memory_components.py --quick" in table  # the allocator setting is part of the command
 
 
+def test_allocator_cost_quick_runs_each_setting_in_its_own_environment(tmp_path):
+    """The "glibc default" processes must not inherit a MALLOC_* setting from the shell that ran
+    the script (set one here to catch that), and the threshold processes must get theirs; the
+    settings swap order each round."""
+    run_script("allocator_cost.py", "--quick", "--backbone=minilm", "--methods=full,lora", "--rounds=2",
+               "--batch-size=2", "--seq-len=16", "--warmup=1", "--steps=1", f"--out={tmp_path}",
+               MALLOC_MMAP_THRESHOLD_="131072")
+
+    rows = read_csv(tmp_path / "allocator_cost.csv")
+    default, threshold = "glibc default", "MALLOC_MMAP_THRESHOLD_=65536"
+    assert [(row["round"], row["method"], row["setting"]) for row in rows] == [
+        ("1", "full", default), ("1", "full", threshold), ("1", "lora", default), ("1", "lora", threshold),
+        ("2", "full", threshold), ("2", "full", default), ("2", "lora", threshold), ("2", "lora", default),
+    ]
+    assert {row["setting"]: row["mmap_threshold"] for row in rows} == {default: "default", threshold: "65536"}
+    assert all(float(row["step_seconds"]) > 0 and float(row["peak_rss_mib"]) > 0 for row in rows)
+    table = (tmp_path / "allocator_cost.md").read_text()
+    assert "| full | glibc default |" in table and "lora/full peak = " in table
+    assert "full: step time with the threshold / glibc default = " in table
+
+
 def test_qlora_trains_only_the_adapter_beside_a_smaller_base(scripts, tiny_data):
     memory_components, _, train_step = scripts
     measured = {
