@@ -1,7 +1,7 @@
 """What glibc's `MALLOC_MMAP_THRESHOLD_=65536` costs in step time and saves in resident memory,
 full fine-tuning against LoRA, on SmolLM2-135M (Banking77 as generation) by default.
 
-    python benchmarks/allocator_cost.py            # SmolLM2, full and lora, 3 rounds: ~8 min on 2 quiet cores
+    python benchmarks/allocator_cost.py            # SmolLM2, full and lora, 3 rounds: ~10 min on 2 quiet cores
     python benchmarks/allocator_cost.py --quick    # tiny random models: checks the script
 
 Why: on the CPU, LoRA's resident set peaks at 0.70x full fine-tuning's on SmolLM2 although its
@@ -105,16 +105,21 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "allocator_cost.csv", rows)
     (args.out / "allocator_cost.md").write_text(render(rows, args))
-    for line in ratio_lines(medians(rows)):
+    for line in ratio_lines(medians(by_cell(rows))):
         print(line)
     print(f"wrote {args.out / 'allocator_cost.md'} and .csv")
 
 
-def medians(rows: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
-    """Per (method, setting): the median over rounds of the step time and of the peak."""
+def by_cell(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The rows of each (method, setting), one a round, in the order they ran."""
     cells: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         cells.setdefault((row["method"], row["setting"]), []).append(row)
+    return cells
+
+
+def medians(cells: dict[tuple[str, str], list[dict]]) -> dict[tuple[str, str], dict[str, float]]:
+    """Per (method, setting): the median over rounds of the step time and of the peak."""
     return {cell: {"step_seconds": statistics.median(row["step_seconds"] for row in measured),
                    "peak_mib": statistics.median(row["peak_mib"] for row in measured)}
             for cell, measured in cells.items()}
@@ -140,7 +145,8 @@ def ratio_lines(cells: dict[tuple[str, str], dict[str, float]]) -> list[str]:
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:
-    cells = medians(rows)
+    measured_cells = by_cell(rows)
+    cells = medians(measured_cells)
     lines = [
         "# The allocator's trade: glibc's default against MALLOC_MMAP_THRESHOLD_=65536",
         "",
@@ -157,8 +163,8 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         "| method | setting | step s | peak MiB above baseline | step s per round | peak per round |",
         "|---|---|---:|---:|---|---|",
     ]
-    for (method, setting), median in cells.items():
-        measured = [row for row in rows if (row["method"], row["setting"]) == (method, setting)]
+    for (method, setting), measured in measured_cells.items():
+        median = cells[(method, setting)]
         seconds = " ".join(f"{row['step_seconds']:.3f}" for row in measured)
         peaks = " ".join(f"{row['peak_mib']:.0f}" for row in measured)
         lines.append(
