@@ -36,7 +36,7 @@ from pathlib import Path
 
 from scale import sweep
 from train_step import (
-    DEFAULT_DATA, ROOT, cell_overrides, check_cells, comma_names, resident_mib, run_child, write_csv,
+    ROOT, add_cell_arguments, cell_overrides, check_cells, comma_names, resident_mib, run_child, write_csv,
     write_tiny_backbones,
 )
 from peftlab.result import git_sha
@@ -183,12 +183,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement; the median is reported")
     parser.add_argument("--rounds", type=int, default=3, help="times every (method, setting) is measured")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding banking77/ (SmolLM2's task)")
-    parser.add_argument("--out", type=Path, help="folder for the .md and .csv (default benchmarks/results; "
-                        "--quick: outputs/benchmarks/quick)")
-    parser.add_argument("--quick", action="store_true", help="tiny random models instead of the real backbones")
-    parser.add_argument("--cell", help=argparse.SUPPRESS)  # BACKBONE:METHOD, in a child process
-    parser.add_argument("--cell-result", type=Path, help=argparse.SUPPRESS)
+    add_cell_arguments(parser)
     args = parser.parse_args()
     check_cells([args.backbone], args.methods)
     if min(args.batch_size, args.seq_len, args.steps, args.rounds) < 1 or args.warmup < 1:

@@ -60,7 +60,7 @@ from typing import Iterable, Iterator
 import torch
 
 from train_step import (
-    DEFAULT_DATA, METHODS, MIB, ROOT, build_cell, cell_overrides, check_cells, comma_names, compose_config, forward_backward,
+    METHODS, MIB, ROOT, add_cell_arguments, build_cell, cell_overrides, check_cells, comma_names, compose_config, forward_backward,
     optimizer_step, page_in, peak_mib, resident_mib, run_child, start_phase, synthetic_batch, write_csv,
     write_tiny_backbones,
 )
@@ -210,12 +210,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--methods", type=comma_names, default=list(METHODS), help=f"comma-separated: {','.join(METHODS)}")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=64, help="tokens in every sequence of the batch")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding banking77/ (SmolLM2's task)")
-    parser.add_argument("--out", type=Path, help="folder for the .md and .csv (default benchmarks/results; "
-                        "--quick: outputs/benchmarks/quick)")
-    parser.add_argument("--quick", action="store_true", help="tiny random models instead of the real backbones")
-    parser.add_argument("--cell", help=argparse.SUPPRESS)  # BACKBONE:METHOD, in a child process
-    parser.add_argument("--cell-result", type=Path, help=argparse.SUPPRESS)
+    add_cell_arguments(parser)
     args = parser.parse_args()
     check_cells(args.backbones, args.methods)
     if args.batch_size < 1 or args.seq_len < 1:

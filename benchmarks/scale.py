@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from train_step import (
-    BACKBONE_TASKS, DEFAULT_DATA, ROOT, build_cell, cell_overrides, check_cells, comma_names, compose_config, forward_backward,
+    BACKBONE_TASKS, ROOT, add_cell_arguments, build_cell, cell_overrides, check_cells, comma_names, compose_config, forward_backward,
     optimizer_step, page_in, peak_mib, resident_mib, run_child, start_phase, synthetic_batch, write_csv,
     write_tiny_backbones,
 )
@@ -192,13 +192,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per point; the median is reported")
     parser.add_argument("--max-seconds-per-cell", type=float, default=30.0,
                         help="stop growing a sweep once a step takes longer than this")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding banking77/ (SmolLM2's task)")
-    parser.add_argument("--out", type=Path, help="folder for scale.md, .csv and .png (default benchmarks/results; "
-                        "--quick: outputs/benchmarks/quick)")
-    parser.add_argument("--quick", action="store_true", help="tiny random models and a small grid")
-    parser.add_argument("--cell", help=argparse.SUPPRESS)  # BACKBONE:METHOD, in a child process
+    add_cell_arguments(parser, outputs="scale.md, .csv and .png", quick_help="tiny random models and a small grid")
     parser.add_argument("--points", help=argparse.SUPPRESS)  # BATCHxLENGTH,... of the child's sweep
-    parser.add_argument("--cell-result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     check_cells(args.backbones, args.methods)
     if args.steps < 1 or args.warmup < 0:

@@ -17,6 +17,7 @@ mark, so each phase gets its own peak (`start_phase`).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import ctypes
 import ctypes.util
@@ -171,6 +172,19 @@ def peak_mib() -> float:
 
 
 # --- child processes: one per cell, so that each peak is its own ----------------------------
+
+
+def add_cell_arguments(parser: argparse.ArgumentParser, outputs: str = "the .md and .csv",
+                       quick_help: str = "tiny random models instead of the real backbones") -> None:
+    """The arguments of every benchmark that measures each cell in its own process: the data,
+    where `outputs` go, --quick, and the hidden pair `run_child` hands a child (--cell, the
+    BACKBONE:METHOD it measures; --cell-result, the JSON file it writes)."""
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding banking77/ (SmolLM2's task)")
+    parser.add_argument("--out", type=Path, help=f"folder for {outputs} (default benchmarks/results; "
+                        "--quick: outputs/benchmarks/quick)")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--cell", help=argparse.SUPPRESS)
+    parser.add_argument("--cell-result", type=Path, help=argparse.SUPPRESS)
 
 
 def run_child(script: Path, arguments: list[str], result: Path, environment: dict[str, str] | None = None) -> dict:
