@@ -36,7 +36,7 @@ from pathlib import Path
 
 from scale import sweep
 from train_step import (
-    ROOT, add_cell_arguments, cell_overrides, check_cells, comma_names, resident_mib, run_child, write_csv,
+    ROOT, add_cell_arguments, check_cells, child_overrides, comma_names, resident_mib, run_child, write_csv,
     write_tiny_backbones,
 )
 from peftlab.result import git_sha
@@ -81,8 +81,7 @@ def turns(rounds: int, methods: list[str]) -> list[tuple[int, str, str]]:
 def main() -> None:
     args = parse_arguments()
     if args.cell:
-        backbone, method = args.cell.split(":")
-        overrides = cell_overrides(backbone, method, args.data, tiny=args.quick)
+        overrides = child_overrides(args)
         measured = measure(overrides, args.batch_size, args.seq_len, args.warmup, args.steps)
         args.cell_result.write_text(json.dumps(measured))
         return

@@ -60,7 +60,7 @@ from typing import Iterable, Iterator
 import torch
 
 from train_step import (
-    METHODS, MIB, ROOT, add_cell_arguments, build_cell, cell_overrides, check_cells, comma_names, compose_config, forward_backward,
+    METHODS, MIB, ROOT, add_cell_arguments, build_cell, check_cells, child_overrides, comma_names, compose_config, forward_backward,
     optimizer_step, page_in, peak_mib, resident_mib, run_child, start_phase, synthetic_batch, write_csv,
     write_tiny_backbones,
 )
@@ -180,8 +180,7 @@ def _method_settings(cfg) -> str:
 def main() -> None:
     args = parse_arguments()
     if args.cell:
-        backbone, method = args.cell.split(":")
-        overrides = cell_overrides(backbone, method, args.data, tiny=args.quick)
+        overrides = child_overrides(args)
         args.cell_result.write_text(json.dumps(measure(overrides, args.batch_size, args.seq_len)))
         return
     with tempfile.TemporaryDirectory() as scratch:

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from train_step import (
-    BACKBONE_TASKS, ROOT, add_cell_arguments, build_cell, cell_overrides, check_cells, comma_names, compose_config, forward_backward,
+    BACKBONE_TASKS, ROOT, add_cell_arguments, build_cell, check_cells, child_overrides, comma_names, compose_config, forward_backward,
     optimizer_step, page_in, peak_mib, resident_mib, run_child, start_phase, synthetic_batch, write_csv,
     write_tiny_backbones,
 )
@@ -107,8 +107,7 @@ def sweep(overrides: list[str], points: list[tuple[int, int]], warmup: int, step
 def main() -> None:
     args = parse_arguments()
     if args.cell:
-        backbone, method = args.cell.split(":")
-        overrides = cell_overrides(backbone, method, args.data, tiny=args.quick)
+        overrides = child_overrides(args)
         points = [tuple(int(size) for size in point.split("x")) for point in args.points.split(",")]
         measured = sweep(overrides, points, args.warmup, args.steps, args.max_seconds_per_cell)
         args.cell_result.write_text(json.dumps(measured))

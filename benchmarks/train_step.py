@@ -187,6 +187,13 @@ def add_cell_arguments(parser: argparse.ArgumentParser, outputs: str = "the .md 
     parser.add_argument("--cell-result", type=Path, help=argparse.SUPPRESS)
 
 
+def child_overrides(args: argparse.Namespace) -> list[str]:
+    """In a child process: the config overrides of the cell its --cell BACKBONE:METHOD names, with
+    the parent's --data and --quick (the arguments `add_cell_arguments` declares)."""
+    backbone, method = args.cell.split(":")
+    return cell_overrides(backbone, method, args.data, tiny=args.quick)
+
+
 def run_child(script: Path, arguments: list[str], result: Path, environment: dict[str, str] | None = None) -> dict:
     """Run `script` with `arguments` in a fresh Python (in `environment`, default this one's); it
     writes its JSON to `result`. A cell that fails is returned as {"error": its last line of
