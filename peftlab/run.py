@@ -160,7 +160,7 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 
 class PeftlabTrainer(Trainer):
-    """transformers' Trainer with the four changes peftlab needs, all here.
+    """transformers' Trainer with the five changes peftlab needs, all here.
 
     Evaluation reads a split in the order it is given. With
     `train_sampling_strategy="group_by_length"`, transformers 5.23 also groups evaluation
@@ -189,9 +189,20 @@ class PeftlabTrainer(Trainer):
 
     Training batches grouped by length come in an order seeded per epoch
     (`EpochSeededLengthGroupedSampler`), so that a resumed run trains on the batches the
-    uninterrupted run would have."""
+    uninterrupted run would have.
 
-    def __init__(self, model: torch.nn.Module, **kwargs: Any) -> None:
+    With gradient accumulation, Trainer hands the model the target count of the whole accumulated
+    batch and skips its own division by the accumulation steps whenever the model's forward takes
+    **kwargs, trusting the model to divide by that count. transformers' classification heads take
+    the **kwargs and drop the count (transformers#47688): their loss, and so the logged loss and
+    the gradients, came out `trainer.grad_accum` times too large. For a task whose model does not
+    divide by it (`Task.loss_spans_accumulation`), the count is not handed on, so the model's loss
+    is surely its micro-batch mean, and Trainer divides it (`loss_is_scaled_for_ga`, Trainer's own
+    setting for this)."""
+
+    def __init__(self, model: torch.nn.Module, *, loss_spans_accumulation: bool, **kwargs: Any) -> None:
+        self.loss_spans_accumulation = loss_spans_accumulation
+        self.loss_is_scaled_for_ga = None if loss_spans_accumulation else False
         if isinstance(model, PeftModel) or not getattr(model, "is_quantized", False):
             super().__init__(model=model, **kwargs)
             return
@@ -202,6 +213,13 @@ class PeftlabTrainer(Trainer):
             super().__init__(model=model, **kwargs)
         finally:
             model.is_quantized = True
+
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        if not self.loss_spans_accumulation:
+            num_items_in_batch = None
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
@@ -244,6 +262,7 @@ def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Train
     stop_early = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience is not None else []
     return PeftlabTrainer(
         model=prepared.model,
+        loss_spans_accumulation=prepared.task.loss_spans_accumulation,
         args=training_arguments(cfg, output_dir, selection_metric(prepared.task)),
         train_dataset=prepared.encoded["train"],
         eval_dataset=evaluation_order(cfg.trainer, prepared.encoded["validation"]),

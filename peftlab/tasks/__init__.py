@@ -56,6 +56,11 @@ class Task:
     primary_metric: str
     peft_task_type: str  # peft.TaskType name
     auto_model: type  # the transformers Auto class that builds the backbone with this kind's head
+    # Whether the loss of the model `auto_model` builds is divided by the number of targets in the
+    # whole accumulated batch, which Trainer counts and hands it (`num_items_in_batch`), as
+    # transformers' causal-LM loss is. Otherwise it is the mean over each micro-batch, and Trainer
+    # must divide it by `trainer.grad_accum` (`PeftlabTrainer.compute_loss`).
+    loss_spans_accumulation: bool = False
 
     def __init__(self, task: DictConfig) -> None:
         self.config = task

@@ -395,6 +395,7 @@ def evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
 class Generation(Task):
     peft_task_type = "CAUSAL_LM"
     auto_model = AutoModelForCausalLM
+    loss_spans_accumulation = True
     # Trainer's own evaluation during training (the learning curve) then computes the teacher-forced
     # loss only, without gathering logits over the whole vocabulary; `evaluate` generates and scores.
     compute_metrics = None
