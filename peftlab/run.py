@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import transformers
+from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
@@ -40,7 +41,7 @@ from peftlab.result import Checkpoint, Memory, ParamCount, Result, Selection, Ti
 from peftlab.run_folder import (
     CHECKPOINT_DIR, TRAINER_DIR, TRAINER_STATE, begin, check_writable, plan_start, remove_resume_checkpoints,
 )
-from peftlab.tasks import Task, build_task
+from peftlab.tasks import IGNORED, Task, build_task
 
 log = logging.getLogger("peftlab")
 RUNTIME_KEYS = ("runtime", "samples_per_second", "steps_per_second")
@@ -160,7 +161,7 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 
 class PeftlabTrainer(Trainer):
-    """transformers' Trainer with the five changes peftlab needs, all here.
+    """transformers' Trainer with the six changes peftlab needs, all here.
 
     Evaluation reads a split in the order it is given. With
     `train_sampling_strategy="group_by_length"`, transformers 5.23 also groups evaluation
@@ -198,11 +199,27 @@ class PeftlabTrainer(Trainer):
     the gradients, came out `trainer.grad_accum` times too large. For a task whose model does not
     divide by it (`Task.loss_spans_accumulation`), the count is not handed on, so the model's loss
     is surely its micro-batch mean, and Trainer divides it (`loss_is_scaled_for_ga`, Trainer's own
-    setting for this)."""
+    setting for this).
 
-    def __init__(self, model: torch.nn.Module, *, loss_spans_accumulation: bool, **kwargs: Any) -> None:
-        self.loss_spans_accumulation = loss_spans_accumulation
-        self.loss_is_scaled_for_ga = None if loss_spans_accumulation else False
+    Trainer weighs every training batch alike, the model's loss being its mean over the batch's
+    targets. With `mean_batch_targets` (`trainer.target_weighted_loss`), each batch's loss is
+    weighed by its targets over that average instead, so that every target weighs alike over the
+    epoch: length-grouped batches of 32 two-token headlines then weigh a twentieth of a batch of
+    32 forty-token sentences, where unweighted they weigh as much. The weight is applied to the
+    micro-batch mean (the count is not handed on to the model), so it is exact across
+    `trainer.grad_accum` as well."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        loss_spans_accumulation: bool,
+        mean_batch_targets: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.mean_batch_targets = mean_batch_targets
+        self.loss_spans_accumulation = loss_spans_accumulation and mean_batch_targets is None
+        self.loss_is_scaled_for_ga = None if self.loss_spans_accumulation else False
         if isinstance(model, PeftModel) or not getattr(model, "is_quantized", False):
             super().__init__(model=model, **kwargs)
             return
@@ -219,7 +236,12 @@ class PeftlabTrainer(Trainer):
     ) -> Any:
         if not self.loss_spans_accumulation:
             num_items_in_batch = None
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        targets = target_count(inputs["labels"]) if self.mean_batch_targets and model.training else None
+        computed = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if targets is None:
+            return computed
+        weight = targets / self.mean_batch_targets
+        return (computed[0] * weight, computed[1]) if return_outputs else computed * weight
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
@@ -257,14 +279,29 @@ class PeftlabTrainer(Trainer):
             )
 
 
+def target_count(labels: torch.Tensor) -> torch.Tensor:
+    """The targets a batch's loss averages over: its labels other than the ignored ones (one per
+    sentence for classification, one per word for NER, one per completion token for generation)."""
+    return labels.ne(IGNORED).sum()
+
+
+def mean_batch_targets(train: Dataset, batch_size: int) -> float:
+    """The targets of the average training batch: all of the split's over its batches per epoch."""
+    total = sum(int(target_count(torch.as_tensor(labels))) for labels in train["labels"])
+    return total / math.ceil(len(train) / batch_size)
+
+
 def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Trainer:
     patience = cfg.trainer.early_stopping_patience
     stop_early = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience is not None else []
+    train = prepared.encoded["train"]
+    weighted = mean_batch_targets(train, cfg.trainer.batch_size) if cfg.trainer.target_weighted_loss else None
     return PeftlabTrainer(
         model=prepared.model,
         loss_spans_accumulation=prepared.task.loss_spans_accumulation,
+        mean_batch_targets=weighted,
         args=training_arguments(cfg, output_dir, selection_metric(prepared.task)),
-        train_dataset=prepared.encoded["train"],
+        train_dataset=train,
         eval_dataset=evaluation_order(cfg.trainer, prepared.encoded["validation"]),
         data_collator=prepared.task.collator(prepared.tokenizer, prepared.method.input_layout),
         compute_metrics=prepared.task.compute_metrics,
