@@ -76,6 +76,7 @@ class TrainerConfig:
     scheduler: str = MISSING
     grad_accum: int = minimum(1)
     group_by_length: bool = MISSING
+    shuffle_grouped_batches: bool = MISSING  # grouped batches in random order, not mega-batch by mega-batch
     target_weighted_loss: bool = MISSING  # weigh each training batch's loss by its targets
     eval_strategy: str = MISSING
     eval_steps: int | float | None = MISSING

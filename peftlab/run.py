@@ -10,6 +10,7 @@ import shutil
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -149,15 +150,33 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
     builds it without a generator, so each epoch's order comes from the global RNG at the moment
     the epoch starts; a run resumed mid-epoch starts that epoch with another RNG state (Trainer
     restores the saved one only after skipping the batches already trained) and would train the
-    rest of the epoch on other batches. Trainer calls `set_epoch` before every epoch, on resume too."""
+    rest of the epoch on other batches. Trainer calls `set_epoch` before every epoch, on resume too.
 
-    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+    transformers' sampler hands out each mega-batch's batches longest first, so training sweeps
+    from long sentences to short ones and back every 50 steps, and the last steps of an epoch
+    see only the shortest sentences of its last mega-batch. With `shuffle_batches`, the batches
+    (each as grouped: no more padding) come in random order instead; the one holding the longest
+    sentence stays first, so that a batch too large for memory fails at once, and a short last
+    batch stays last, where the data loader expects it."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int, shuffle_batches: bool = False) -> None:
         super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
         self.seed = seed
+        self.shuffle_batches = shuffle_batches
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.generator.manual_seed(self.seed + epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        if not self.shuffle_batches or not indices:
+            return iter(indices)
+        batches = [indices[start : start + self.batch_size] for start in range(0, len(indices), self.batch_size)]
+        last = [batches.pop()] if len(batches[-1]) < self.batch_size else []
+        middle = batches[1:]
+        order = torch.randperm(len(middle), generator=self.generator).tolist()
+        return iter(index for batch in [batches[0], *(middle[i] for i in order), *last] for index in batch)
 
 
 class PeftlabTrainer(Trainer):
@@ -190,7 +209,8 @@ class PeftlabTrainer(Trainer):
 
     Training batches grouped by length come in an order seeded per epoch
     (`EpochSeededLengthGroupedSampler`), so that a resumed run trains on the batches the
-    uninterrupted run would have.
+    uninterrupted run would have, and, with `shuffle_grouped_batches`, in random order rather
+    than each mega-batch's longest first.
 
     With gradient accumulation, Trainer hands the model the target count of the whole accumulated
     batch and skips its own division by the accumulation steps whenever the model's forward takes
@@ -215,8 +235,10 @@ class PeftlabTrainer(Trainer):
         *,
         loss_spans_accumulation: bool,
         mean_batch_targets: float | None = None,
+        shuffle_grouped_batches: bool = False,
         **kwargs: Any,
     ) -> None:
+        self.shuffle_grouped_batches = shuffle_grouped_batches
         self.mean_batch_targets = mean_batch_targets
         self.loss_spans_accumulation = loss_spans_accumulation and mean_batch_targets is None
         self.loss_is_scaled_for_ga = None if self.loss_spans_accumulation else False
@@ -251,7 +273,7 @@ class PeftlabTrainer(Trainer):
         if not isinstance(sampler, LengthGroupedSampler):
             return sampler
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed, self.shuffle_grouped_batches)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if isinstance(self.model, PeftModel) or state_dict is not None:
@@ -300,6 +322,7 @@ def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Train
         model=prepared.model,
         loss_spans_accumulation=prepared.task.loss_spans_accumulation,
         mean_batch_targets=weighted,
+        shuffle_grouped_batches=cfg.trainer.shuffle_grouped_batches,
         args=training_arguments(cfg, output_dir, selection_metric(prepared.task)),
         train_dataset=train,
         eval_dataset=evaluation_order(cfg.trainer, prepared.encoded["validation"]),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peftlab.run import evaluation_order, make_trainer, prepare, training_arguments
+from peftlab.run import EpochSeededLengthGroupedSampler, evaluation_order, make_trainer, prepare, training_arguments
 from tests.conftest import WORDS, compose_config, write_conll
 
 IGNORED = -100
@@ -132,3 +132,38 @@ def test_generation_scores_are_the_same_in_length_order(tiny_gen_config, tmp_pat
     assert as_stored["test_exact_match"] > 0
     for name in ("test_exact_match", "test_rouge_l"):
         assert as_sorted[name] == as_stored[name]
+
+
+def test_shuffled_grouped_batches_keep_each_batch_and_lose_the_long_to_short_sweep():
+    """transformers' order: each mega-batch of 50 batches longest first, a sweep from long to
+    short. Shuffled: the same batches (the same padding), in another order, the longest batch
+    still first and the short last batch still last; the same order again for the same seed
+    and epoch (a resumed run trains on the same batches)."""
+    lengths = [random.Random(row).randint(1, 60) for row in range(4 * 50 * 8 + 5)]
+
+    def batches(shuffle: bool, epoch: int = 0) -> list[list[int]]:
+        sampler = EpochSeededLengthGroupedSampler(8, lengths, seed=3, shuffle_batches=shuffle)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert sorted(order) == list(range(len(lengths)))
+        return [order[start : start + 8] for start in range(0, len(order), 8)]
+
+    swept, shuffled = batches(False), batches(True)
+    assert sorted(map(sorted, shuffled)) == sorted(map(sorted, swept))
+    assert shuffled[0] == swept[0] and max(lengths[i] for i in swept[0]) == max(lengths)
+    assert len(shuffled[-1]) == 5 and shuffled[-1] == swept[-1]
+    widths = lambda order: [max(lengths[i] for i in batch) for batch in order]  # noqa: E731
+    falls = lambda order: sum(a >= b for a, b in zip(widths(order)[1:-1], widths(order)[2:]))  # noqa: E731
+    assert falls(swept) > 0.9 * (len(swept) - 3)  # non-increasing within each mega-batch
+    assert falls(shuffled) < 0.7 * (len(shuffled) - 3)
+    assert batches(True) == shuffled and batches(True, epoch=1) != shuffled
+
+
+def test_the_trainer_shuffles_grouped_batches_only_when_asked(tiny_config, tmp_path):
+    def sampler(*overrides: str):
+        cfg = tiny_config("method=head_only", *overrides)
+        return make_trainer(cfg, prepare(cfg), tmp_path)._get_train_sampler()
+
+    assert compose_config([]).trainer.shuffle_grouped_batches is False
+    assert sampler().shuffle_batches is False
+    assert sampler("trainer.shuffle_grouped_batches=true").shuffle_batches is True

@@ -52,7 +52,7 @@ SHAPE_OF_A_TINY_RUN = {
         "quant": {"name": "str", "bits": "NoneType"},
         "trainer": {"epochs": "int", "max_steps": "int", "batch_size": "int", "eval_batch_size": "int", "lr": "float",
                     "weight_decay": "float", "warmup": "float", "scheduler": "str", "grad_accum": "int",
-                    "group_by_length": "bool", "target_weighted_loss": "bool", "eval_strategy": "str", "eval_steps": "int", "logging_steps": "int",
+                    "group_by_length": "bool", "shuffle_grouped_batches": "bool", "target_weighted_loss": "bool", "eval_strategy": "str", "eval_steps": "int", "logging_steps": "int",
                     "gradient_checkpointing": "bool", "progress_bar": "bool", "threads": "NoneType",
                     "select_best": "bool", "early_stopping_patience": "NoneType", "save_every": "int",
                     "keep_checkpoints": "int", "extra": {"use_cpu": "bool"}},
