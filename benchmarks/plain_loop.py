@@ -3,7 +3,8 @@ yardstick for peftlab's step in benchmarks/step_speed.py.
 
 The model is built the way a user of transformers and peft builds it (a token classifier, then
 `get_peft_model` for LoRA); the loop is forward, backward, gradient clipping at 1.0, fused AdamW
-and a linear schedule with warmup: Trainer's defaults, so both do the same work. The batches are
+and a linear schedule with warmup: Trainer's defaults, so both do the same work. The loss is
+weighed by the batch's targets as peftlab weighs it (`trainer.target_weighted_loss`). The batches are
 peftlab's own (its data, collator and length-grouped sampler, drawn after the same seed), so the
 difference between the two is what peftlab's step costs beyond the work itself.
 
@@ -31,7 +32,7 @@ from transformers import AutoModelForTokenClassification, get_linear_schedule_wi
 
 from peftlab.__main__ import config_dir
 from peftlab.backbones import model_source
-from peftlab.run import Prepared, make_trainer, prepare
+from peftlab.run import Prepared, make_trainer, mean_batch_targets, prepare, target_count
 
 METHODS = ("full", "lora", "dora")  # the plain builds; every other method is peftlab's own
 MAX_GRAD_NORM = 1.0  # TrainingArguments.max_grad_norm's default
@@ -130,9 +131,22 @@ def peftlab_batches(cfg: DictConfig, prepared: Prepared, steps: int) -> Iterator
     return islice(loader, steps)
 
 
-def train(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], cfg: DictConfig, steps: int) -> PlainRun:
+def loss_weighting(cfg: DictConfig, prepared: Prepared) -> float | None:
+    """The average batch's targets, by which peftlab divides each batch's targets to weigh its
+    loss (`trainer.target_weighted_loss`); None where it does not weigh."""
+    return mean_batch_targets(prepared.encoded["train"], cfg.trainer.batch_size) if cfg.trainer.target_weighted_loss else None
+
+
+def train(
+    model: torch.nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    cfg: DictConfig,
+    steps: int,
+    mean_targets: float | None,
+) -> PlainRun:
     """Forward, backward, clip, step: one optimizer step per batch, at `cfg.trainer`'s learning
-    rate, weight decay and warmup."""
+    rate, weight decay and warmup; each batch's loss weighed by its targets over `mean_targets`
+    (`loss_weighting`) unless that is None."""
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay, fused=True)
     warmup = cfg.trainer.warmup if isinstance(cfg.trainer.warmup, int) else math.ceil(cfg.trainer.warmup * steps)
@@ -141,6 +155,8 @@ def train(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], cf
     run, seen = PlainRun(), 0
     for batch in batches:
         loss = model(**batch).loss
+        if mean_targets is not None:
+            loss = loss * (target_count(batch["labels"]) / mean_targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
         optimizer.step()
@@ -164,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     prepared = prepare(cfg)
     check_steps(args, len(prepared.encoded["train"]))
     model = plain_model(cfg, len(prepared.task.labels))
-    run = train(model, peftlab_batches(cfg, prepared, args.steps), cfg, args.steps)
+    run = train(model, peftlab_batches(cfg, prepared, args.steps), cfg, args.steps, loss_weighting(cfg, prepared))
     print(f"plain loop, method={args.method}: {run.seconds_per_step():.4f} s/step over steps 2-{len(run.step_ends)}, "
           f"{run.tokens_after_first_step() / (run.step_ends[-1] - run.step_ends[0]):.0f} real tokens/s")
     print("losses:", " ".join(f"{loss:.4f}" for loss in run.losses))

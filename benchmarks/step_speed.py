@@ -47,6 +47,7 @@ from plain_loop import (  # beside this script
     add_data_arguments,
     benchmark_config,
     check_steps,
+    loss_weighting,
     peftlab_batches,
     plain_model,
     quiet_libraries,
@@ -141,7 +142,7 @@ class Runner:
         """(seconds per step over steps 2..N, real tokens in those steps)."""
         if self.plain is not None:
             batches = peftlab_batches(self.cfg, self.prepared, self.cfg.trainer.max_steps)
-            run = train(self.plain, batches, self.cfg, self.cfg.trainer.max_steps)
+            run = train(self.plain, batches, self.cfg, self.cfg.trainer.max_steps, loss_weighting(self.cfg, self.prepared))
             return run.seconds_per_step(), run.tokens_after_first_step()
         clock = StepClock()
         trainer = make_trainer(self.cfg, self.prepared, self.scratch)

@@ -21,6 +21,7 @@ import torch
 from datasets import Dataset
 
 from peftlab.run import make_trainer, mean_batch_targets, prepare
+from tests.conftest import compose_config
 
 
 def first_step(cfg, tmp_path: Path, batch_size: int, grad_accum: int, weighted: bool = False) -> dict[str, float]:
@@ -72,6 +73,12 @@ def test_weighted_token_classification_accumulates_exactly(tiny_config, tmp_path
     accumulated = first_step(tiny_config("method=lora"), tmp_path, batch_size=4, grad_accum=2, weighted=True)
     assert accumulated["loss"] == pytest.approx(whole["loss"], rel=1e-4)
     assert accumulated["grad_norm"] == pytest.approx(whole["grad_norm"], rel=1e-4)
+
+
+def test_both_trainer_presets_weigh_batches_by_their_targets():
+    """The default since experiment conll2003_grouped_batches (benchmarks/README.md)."""
+    assert compose_config([]).trainer.target_weighted_loss is True
+    assert compose_config(["trainer=smoke"]).trainer.target_weighted_loss is True
 
 
 def test_mean_batch_targets_counts_labels_other_than_the_ignored_over_the_epoch_batches():

@@ -53,9 +53,10 @@ def tiny_arguments(data: Path, backbone: Path, steps: int) -> argparse.Namespace
     )
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_the_plain_loop_sees_peftlabs_batches_and_learns_the_same_way(
-    method, plain_loop, tiny_backbone, tiny_ner_dir, tmp_path
+    method, weighted, plain_loop, tiny_backbone, tiny_ner_dir, tmp_path
 ):
     """Same seed, same initial weights, same batches, same optimizer and schedule: the plain
     loop's loss at every step is the one peftlab's Trainer logs. A different batch order or a
@@ -63,14 +64,16 @@ def test_the_plain_loop_sees_peftlabs_batches_and_learns_the_same_way(
     loop = plain_loop
     steps = 4  # one epoch of 16 sentences at batch 4
     arguments = tiny_arguments(tiny_ner_dir, tiny_backbone, steps)
-    cfg = loop.benchmark_config(arguments, f"method={method}", "trainer.logging_steps=1")
+    cfg = loop.benchmark_config(
+        arguments, f"method={method}", "trainer.logging_steps=1", f"trainer.target_weighted_loss={weighted}"
+    )
     prepared = prepare(cfg)
     trainer = make_trainer(cfg, prepared, tmp_path)
     trainer.train()
     peftlab_losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
     model = loop.plain_model(cfg, len(prepared.task.labels))
-    plain = loop.train(model, loop.peftlab_batches(cfg, prepared, steps), cfg, steps)
+    plain = loop.train(model, loop.peftlab_batches(cfg, prepared, steps), cfg, steps, loop.loss_weighting(cfg, prepared))
 
     assert len(plain.losses) == steps
     assert plain.losses == pytest.approx(peftlab_losses, rel=1e-4)

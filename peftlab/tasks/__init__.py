@@ -59,7 +59,8 @@ class Task:
     # Whether the loss of the model `auto_model` builds is divided by the number of targets in the
     # whole accumulated batch, which Trainer counts and hands it (`num_items_in_batch`), as
     # transformers' causal-LM loss is. Otherwise it is the mean over each micro-batch, and Trainer
-    # must divide it by `trainer.grad_accum` (`PeftlabTrainer.compute_loss`).
+    # must divide it by `trainer.grad_accum` (`PeftlabTrainer.compute_loss`). Read only with
+    # `trainer.target_weighted_loss=false`: weighted, every task's micro-batch mean is weighed.
     loss_spans_accumulation: bool = False
 
     def __init__(self, task: DictConfig) -> None:
