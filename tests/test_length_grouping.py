@@ -152,8 +152,12 @@ def test_shuffled_grouped_batches_keep_each_batch_and_lose_the_long_to_short_swe
     assert sorted(map(sorted, shuffled)) == sorted(map(sorted, swept))
     assert shuffled[0] == swept[0] and max(lengths[i] for i in swept[0]) == max(lengths)
     assert len(shuffled[-1]) == 5 and shuffled[-1] == swept[-1]
-    widths = lambda order: [max(lengths[i] for i in batch) for batch in order]  # noqa: E731
-    falls = lambda order: sum(a >= b for a, b in zip(widths(order)[1:-1], widths(order)[2:]))  # noqa: E731
+
+    def falls(order: list[list[int]]) -> int:
+        """Steps, after the first batch and before the short last one, to a batch no wider."""
+        widths = [max(lengths[i] for i in batch) for batch in order[1:-1]]
+        return sum(wider >= narrower for wider, narrower in zip(widths, widths[1:]))
+
     assert falls(swept) > 0.9 * (len(swept) - 3)  # non-increasing within each mega-batch
     assert falls(shuffled) < 0.7 * (len(shuffled) - 3)
     assert batches(True) == shuffled and batches(True, epoch=1) != shuffled
