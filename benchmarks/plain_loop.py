@@ -32,7 +32,7 @@ from transformers import AutoModelForTokenClassification, get_linear_schedule_wi
 
 from peftlab.__main__ import config_dir
 from peftlab.backbones import model_source
-from peftlab.run import Prepared, make_trainer, mean_batch_targets, prepare, target_count
+from peftlab.run import Prepared, loss_weighting, make_trainer, prepare, target_count
 
 METHODS = ("full", "lora", "dora")  # the plain builds; every other method is peftlab's own
 MAX_GRAD_NORM = 1.0  # TrainingArguments.max_grad_norm's default
@@ -131,12 +131,6 @@ def peftlab_batches(cfg: DictConfig, prepared: Prepared, steps: int) -> Iterator
     return islice(loader, steps)
 
 
-def loss_weighting(cfg: DictConfig, prepared: Prepared) -> float | None:
-    """The average batch's targets, by which peftlab divides each batch's targets to weigh its
-    loss (`trainer.target_weighted_loss`); None where it does not weigh."""
-    return mean_batch_targets(prepared.encoded["train"], cfg.trainer.batch_size) if cfg.trainer.target_weighted_loss else None
-
-
 def train(
     model: torch.nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -146,7 +140,7 @@ def train(
 ) -> PlainRun:
     """Forward, backward, clip, step: one optimizer step per batch, at `cfg.trainer`'s learning
     rate, weight decay and warmup; each batch's loss weighed by its targets over `mean_targets`
-    (`loss_weighting`) unless that is None."""
+    (peftlab.run's `loss_weighting`) unless that is None."""
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay, fused=True)
     warmup = cfg.trainer.warmup if isinstance(cfg.trainer.warmup, int) else math.ceil(cfg.trainer.warmup * steps)
@@ -180,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     prepared = prepare(cfg)
     check_steps(args, len(prepared.encoded["train"]))
     model = plain_model(cfg, len(prepared.task.labels))
-    run = train(model, peftlab_batches(cfg, prepared, args.steps), cfg, args.steps, loss_weighting(cfg, prepared))
+    weighting = loss_weighting(cfg.trainer, prepared.encoded["train"])
+    run = train(model, peftlab_batches(cfg, prepared, args.steps), cfg, args.steps, weighting)
     print(f"plain loop, method={args.method}: {run.seconds_per_step():.4f} s/step over steps 2-{len(run.step_ends)}, "
           f"{run.tokens_after_first_step() / (run.step_ends[-1] - run.step_ends[0]):.0f} real tokens/s")
     print("losses:", " ".join(f"{loss:.4f}" for loss in run.losses))

@@ -42,12 +42,11 @@ from peftlab.__main__ import config_dir
 from peftlab.methods import serves
 from peftlab.tasks.token_classification import TokenClassification
 from peftlab.result import git_sha, package_versions
-from peftlab.run import evaluation_order, make_trainer, prepare
+from peftlab.run import evaluation_order, loss_weighting, make_trainer, prepare
 from plain_loop import (  # beside this script
     add_data_arguments,
     benchmark_config,
     check_steps,
-    loss_weighting,
     peftlab_batches,
     plain_model,
     quiet_libraries,
@@ -142,7 +141,8 @@ class Runner:
         """(seconds per step over steps 2..N, real tokens in those steps)."""
         if self.plain is not None:
             batches = peftlab_batches(self.cfg, self.prepared, self.cfg.trainer.max_steps)
-            run = train(self.plain, batches, self.cfg, self.cfg.trainer.max_steps, loss_weighting(self.cfg, self.prepared))
+            weighting = loss_weighting(self.cfg.trainer, self.prepared.encoded["train"])
+            run = train(self.plain, batches, self.cfg, self.cfg.trainer.max_steps, weighting)
             return run.seconds_per_step(), run.tokens_after_first_step()
         clock = StepClock()
         trainer = make_trainer(self.cfg, self.prepared, self.scratch)

@@ -313,15 +313,20 @@ def mean_batch_targets(train: Dataset, batch_size: int) -> float:
     return total / math.ceil(len(train) / batch_size)
 
 
+def loss_weighting(trainer: DictConfig, train: Dataset) -> float | None:
+    """The average batch's targets, by which each training batch's targets are divided to weigh
+    its loss (`trainer.target_weighted_loss`); None where batches are not weighed."""
+    return mean_batch_targets(train, trainer.batch_size) if trainer.target_weighted_loss else None
+
+
 def make_trainer(cfg: DictConfig, prepared: Prepared, output_dir: Path) -> Trainer:
     patience = cfg.trainer.early_stopping_patience
     stop_early = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience is not None else []
     train = prepared.encoded["train"]
-    weighted = mean_batch_targets(train, cfg.trainer.batch_size) if cfg.trainer.target_weighted_loss else None
     return PeftlabTrainer(
         model=prepared.model,
         loss_spans_accumulation=prepared.task.loss_spans_accumulation,
-        mean_batch_targets=weighted,
+        mean_batch_targets=loss_weighting(cfg.trainer, train),
         shuffle_grouped_batches=cfg.trainer.shuffle_grouped_batches,
         args=training_arguments(cfg, output_dir, selection_metric(prepared.task)),
         train_dataset=train,

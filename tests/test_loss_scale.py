@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from datasets import Dataset
 
 from peftlab.run import make_trainer, mean_batch_targets, prepare

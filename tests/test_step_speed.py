@@ -16,7 +16,7 @@ import pytest
 import torch
 import transformers
 
-from peftlab.run import make_trainer, prepare
+from peftlab.run import loss_weighting, make_trainer, prepare
 from tests.conftest import TOKEN_CLASSIFICATION, method_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,8 @@ def test_the_plain_loop_sees_peftlabs_batches_and_learns_the_same_way(
     peftlab_losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
     model = loop.plain_model(cfg, len(prepared.task.labels))
-    plain = loop.train(model, loop.peftlab_batches(cfg, prepared, steps), cfg, steps, loop.loss_weighting(cfg, prepared))
+    weighting = loss_weighting(cfg.trainer, prepared.encoded["train"])
+    plain = loop.train(model, loop.peftlab_batches(cfg, prepared, steps), cfg, steps, weighting)
 
     assert len(plain.losses) == steps
     assert plain.losses == pytest.approx(peftlab_losses, rel=1e-4)
